@@ -1,0 +1,38 @@
+# entropy-lens: `make figures` (set up, then the whole pipeline on the embedded default) and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUN    ?= data/runs/demo
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup test test-slow figures train collect bench clean
+
+setup: $(STAMP)
+
+# Idempotent: re-runs only when pyproject.toml changes. torch goes in first so that pip never pulls the
+# multi-GB CUDA build on a machine without a GPU: a local CPU wheel if one is on disk (--no-index), else
+# PyTorch's CPU index; with a GPU, the default (CUDA) build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install "torch==$(TORCH_VERSION)"; \
+	else $(PY) -m pip install --no-index "torch==$(TORCH_VERSION)" 2>/dev/null \
+	  || $(PY) -m pip install "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; fi
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+# The main job on the embedded default: train, sweep, analyse, regenerate every figure.
+figures: setup
+	$(PY) figures/make_all.py --run $(RUN)
+
+bench: setup
+	$(PY) benchmarks/bench_ops.py
+
+clean:
+	rm -rf $(VENV) data/runs figures/out

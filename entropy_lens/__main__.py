@@ -1,0 +1,5 @@
+import sys
+
+from entropy_lens.cli import main
+
+sys.exit(main())

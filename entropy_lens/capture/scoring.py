@@ -1,0 +1,77 @@
+"""Teacher-forced scoring: the exact per-token statistics of given responses under a given checkpoint.
+
+For each (prompt, response) pair the model reads ``prompt + response`` once; the final hidden states at the
+positions that predict response tokens go through :func:`entropy_lens.ops.token_stats_from_hidden` with
+the lm_head weight, in vocabulary chunks, so the ``[tokens × vocab]`` logits never exist.  Models whose
+logits are not a plain ``hidden @ W.T`` (soft-capping, logit scaling) fall back to the logits route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from entropy_lens.ops import token_stats_from_hidden, token_stats_from_logits
+
+
+@dataclass
+class Scores:
+    """Flat per-token arrays for a batch of responses, in (sequence, position) order."""
+
+    logprob: np.ndarray
+    entropy: np.ndarray
+    sum_p2: np.ndarray
+    lengths: list[int]
+
+
+def _plain_lm_head(model) -> bool:
+    cfg = model.config
+    return (getattr(model, "get_output_embeddings", lambda: None)() is not None
+            and not getattr(cfg, "final_logit_softcapping", None) and getattr(cfg, "logit_scale", 1.0) in (None, 1.0))
+
+
+@torch.no_grad()
+def score(model, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], *,
+          temperature: float = 1.0, batch_size: int = 64, chunk_size: int = 8192) -> Scores:
+    """Per-token log-prob, entropy and Σp² of each response token given its prompt and prefix.
+
+    Shapes: returns arrays of length ``sum(len(r) for r in response_ids)``; response ``i`` occupies
+    ``[offsets[i], offsets[i] + len(response_ids[i]))``.  Statistics are of ``softmax(logits / temperature)``.
+    """
+    device = next(model.parameters()).device
+    pad = getattr(model.config, "pad_token_id", None) or 0
+    plain = _plain_lm_head(model)
+    out = {k: [] for k in ("logprob", "entropy", "sum_p2")}
+    for lo in range(0, len(response_ids), batch_size):
+        prompts, responses = prompt_ids[lo:lo + batch_size], response_ids[lo:lo + batch_size]
+        seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):  # right padding: causal attention never looks at the pads
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        # Row b, position P_b − 1 + t predicts response token t.
+        rows = torch.tensor([i for i, r in enumerate(responses) for _ in r], dtype=torch.long)
+        cols = torch.tensor([len(p) - 1 + t for p, r in zip(prompts, responses) for t in range(len(r))],
+                            dtype=torch.long)
+        targets = torch.tensor([t for r in responses for t in r], dtype=torch.long, device=device)
+        if not len(targets):
+            continue
+        ids, mask = ids.to(device), mask.to(device)
+        if plain:
+            hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            head = model.get_output_embeddings()
+            stats = token_stats_from_hidden(hidden[rows.to(device), cols.to(device)], head.weight, targets,
+                                            bias=head.bias, temperature=temperature, chunk_size=chunk_size)
+        else:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            stats = token_stats_from_logits(logits[rows.to(device), cols.to(device)], targets,
+                                            temperature=temperature, chunk_size=chunk_size)
+        for k in out:
+            out[k].append(getattr(stats, k).float().cpu().numpy())
+    cat = {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in out.items()}
+    return Scores(**cat, lengths=[len(r) for r in response_ids])

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+import entropy_lens
+from entropy_lens.errors import StoreLockedError, UserError
+from entropy_lens.store import SCHEMA_VERSION, StoreWriter, partition_path
+
+
+def tokens(step, n=3):
+    return dict(step=[step] * n, prompt_id=[0] * n, sample_id=[0] * n, position=list(range(n))[::-1],
+                rel_position=[0.0] * n, token_id=[1] * n, logprob=[-1.0] * n, entropy=[0.5] * n, sum_p2=[0.5] * n)
+
+
+def test_rows_sorted_schema_version_in_file_metadata(tmp_path):
+    with StoreWriter(tmp_path, kind="sweep", settings={}) as w:
+        w.write_step(5, tokens=tokens(5))
+    path = partition_path(tmp_path, "tokens", 5)
+    assert pq.read_schema(path).metadata[b"entropy_lens.schema_version"] == str(SCHEMA_VERSION).encode()
+    assert entropy_lens.open(tmp_path).tokens.collect()["position"].to_list() == [0, 1, 2]
+
+
+def test_readers_see_only_listed_partitions(tmp_path):
+    with StoreWriter(tmp_path, kind="sweep", settings={}) as w:
+        w.write_step(0, tokens=tokens(0))
+    # A partition file left by a killed writer, never listed in the manifest:
+    stray = partition_path(tmp_path, "tokens", 7)
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(partition_path(tmp_path, "tokens", 0).read_bytes())
+    assert entropy_lens.open(tmp_path).tokens.collect()["step"].unique().to_list() == [0]
+
+
+def test_one_writer_at_a_time(tmp_path):
+    with StoreWriter(tmp_path, kind="sweep", settings={}):
+        with pytest.raises(StoreLockedError, match="another entropy-lens process"):
+            StoreWriter(tmp_path, kind="sweep", settings={}).__enter__()
+    with StoreWriter(tmp_path, kind="sweep", settings={}):  # released on exit
+        pass
+
+
+def test_settings_mismatch_refused(tmp_path):
+    with StoreWriter(tmp_path, kind="sweep", settings={"temperature": 1.0}):
+        pass
+    with pytest.raises(UserError, match="temperature: 1.0 before, 0.6 now"):
+        StoreWriter(tmp_path, kind="sweep", settings={"temperature": 0.6}).__enter__()
+
+
+def test_not_a_store_and_newer_schema(tmp_path):
+    with pytest.raises(UserError, match="not an entropy-lens store"):
+        entropy_lens.open(tmp_path)
+    (tmp_path / "lens.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(UserError, match="is not understood"):
+        entropy_lens.open(tmp_path)
+
+
+def test_empty_store_has_typed_empty_frames(tmp_path):
+    with StoreWriter(tmp_path, kind="sweep", settings={}):
+        pass
+    store = entropy_lens.open(tmp_path)
+    assert store.tokens.collect().schema["entropy"] == pl.Float32
+    assert store.steps is None
+
+
+def test_unknown_or_missing_columns_are_bugs(tmp_path):
+    with StoreWriter(tmp_path, kind="sweep", settings={}) as w:
+        with pytest.raises(ValueError, match="unknown columns"):
+            w.write_step(0, tokens={**tokens(0), "oops": [1, 2, 3]})
+        t = tokens(0)
+        del t["entropy"]
+        with pytest.raises(ValueError, match="missing required column 'entropy'"):
+            w.write_step(0, tokens=t)
