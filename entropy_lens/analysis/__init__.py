@@ -1,0 +1,7 @@
+"""Pure-polars analyses of a store (PAPER §2, §7.3).  Never imports torch or transformers.
+
+Each function takes the store's tables as keyword LazyFrames (``tokens``, ``samples``, ``updates``,
+``steps``, ``vocab``; schema in docs/store-schema.md), builds one lazy query, and returns a tidy
+``pl.DataFrame``.  Modules, one per concern: :mod:`.stages`, :mod:`.polarity`, :mod:`.vocab`,
+:mod:`.defects`, :mod:`.updates`, :mod:`.categories`, :mod:`.instance`, :mod:`.position`, :mod:`.stats`.
+"""
