@@ -68,6 +68,25 @@ def save_checkpoint(model, tokenizer, path: str | Path) -> Path:
     return path
 
 
+_GENERIC_TOKENIZER_CLASSES = {"TokenizersBackend", "PreTrainedTokenizerFast"}
+
+
+def _load_tokenizer(tok_dir: Path):
+    """Load a tokenizer as the class it was saved as.
+
+    ``AutoTokenizer`` picks the tokenizer class from the model type in ``config.json`` when one sits beside
+    the tokenizer; for a generic ``tokenizers`` tokenizer saved next to a Qwen2 model that means rebuilding it
+    as a Qwen2 byte-level tokenizer, which silently drops spaces and newlines.  A tokenizer saved as the
+    generic class is therefore loaded as the generic class, from its ``tokenizer.json``.
+    """
+    import json
+
+    cls = json.loads((tok_dir / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    if cls in _GENERIC_TOKENIZER_CLASSES:
+        return PreTrainedTokenizerFast.from_pretrained(tok_dir)
+    return AutoTokenizer.from_pretrained(tok_dir)
+
+
 def load_checkpoint(path: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None):
     """Load ``(model, tokenizer)`` from an HF model folder, in eval mode on ``device``.
 
@@ -82,7 +101,7 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu", dtype: torch.dtype
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+            tokenizer = _load_tokenizer(tok_dir)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
     except Exception as e:  # safetensors, pickle, json and config errors all mean "unreadable"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -26,12 +26,18 @@ def collect(ckpts, out, *extra) -> int:
 
 
 def reference_stats(ckpt_dir: Path, prompt: str, response_ids: list[int], temperature: float = 1.0):
-    """Independent oracle: full logits from the plain forward, dense fp64 log_softmax, no entropy_lens code."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Independent oracle: full logits from the plain forward, dense fp64 log_softmax, no entropy_lens code.
 
-    tok = AutoTokenizer.from_pretrained(ckpt_dir)
+    The prompt is encoded by the in-memory tokenizer the checkpoints were built with, not the saved copy.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from entropy_lens.models import build_char_tokenizer
+    from entropy_lens.tasks.arith import ALPHABET
+
     model = AutoModelForCausalLM.from_pretrained(ckpt_dir).eval()
-    prompt_ids = tok(prompt)["input_ids"]
+    prompt_ids = build_char_tokenizer(ALPHABET)(prompt)["input_ids"]
+    assert len(prompt_ids) == len(prompt)
     ids = torch.tensor([prompt_ids + response_ids])
     with torch.no_grad():
         logits = model(ids).logits[0].double() / temperature
