@@ -29,7 +29,8 @@ def _unwrap_optional(tp: Any) -> Any:
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per dataclass field: ``--field-name``; booleans get ``--x/--no-x``; metadata gives help."""
+    """One flag per dataclass field: ``--field-name`` (plus metadata ``aliases``); booleans get ``--x/--no-x``;
+    metadata gives help."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = _unwrap_optional(hints[f.name])
@@ -38,13 +39,13 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if f.metadata.get("positional"):
             parser.add_argument(f.name, type=tp, help=help_)
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         default = None if f.default is dataclasses.MISSING else f.default
         if tp is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
         else:
             shown = "" if default is None else f" (default: {default})"
-            parser.add_argument(flag, dest=f.name, type=tp, default=default, choices=choices,
+            parser.add_argument(*flags, dest=f.name, type=tp, default=default, choices=choices,
                                 required=f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
                                 help=help_ + shown, metavar=f.metadata.get("metavar", f.name.upper()))
 
@@ -78,7 +79,10 @@ def registries() -> dict[str, list[str]]:
     import entropy_lens.tasks.arith  # noqa: F401
     from entropy_lens.tasks import TASKS
 
-    out = {"tasks": TASKS.names(), "backends": sampling.BACKENDS.names()}
+    from entropy_lens.capture.ingest import MATCH_RULES, ROLLOUT_FORMATS
+
+    out = {"tasks": TASKS.names(), "backends": sampling.BACKENDS.names(),
+           "rollout formats": ROLLOUT_FORMATS.names(), "checkpoint match rules": MATCH_RULES.names()}
     try:
         from entropy_lens.analysis.stages import STAGE_DETECTORS
         out["stage detectors"] = STAGE_DETECTORS.names()
