@@ -1,0 +1,148 @@
+"""Shared plumbing of the figure scripts: the run layout (figures/README.md), loading, skipping, saving.
+
+A figure whose inputs are absent is skipped with a printed reason; nothing is ever drawn from made-up data.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+import entropy_lens
+from entropy_lens.analysis import stages
+from entropy_lens.analysis.report import detect_boundary, read_interventions
+
+# run name in the layout → label in the figures (PAPER §3, §7.4)
+RUNS = {
+    "baseline": "GRPO",
+    "ppl": "GRPO+PPL",
+    "ppl-high": "GRPO+high-PPL",
+    "position": "GRPO+POSITION",
+    "position-begin": "GRPO+POSITION-begin",
+}
+
+
+def _is_store(p: Path) -> bool:
+    return (p / "lens.json").is_file()
+
+
+@dataclass
+class Layout:
+    """The stores of one experiment folder ``RUN`` (see figures/README.md)."""
+
+    root: Path
+    _cache: dict = field(default_factory=dict)
+
+    def run_dir(self, name: str) -> Path | None:
+        """``RUN/<name>``; for the baseline also ``RUN`` itself when it is a training store (make_all's layout)."""
+        p = self.root / name
+        if _is_store(p):
+            return p
+        if name == "baseline" and _is_store(self.root):
+            return self.root
+        return None
+
+    def run(self, name: str):
+        d = self.run_dir(name)
+        return entropy_lens.open(d) if d is not None else None
+
+    def sweep(self):
+        """The collect store of the baseline: ``RUN/baseline/sweep`` (or ``RUN/sweep``)."""
+        for p in (self.root / "baseline" / "sweep", self.root / "sweep"):
+            if _is_store(p):
+                return entropy_lens.open(p)
+        return None
+
+    def analysis_store(self):
+        """Where the per-token analyses read from: the sweep (it has Δp), else the baseline training store."""
+        return self.sweep() or self.run("baseline")
+
+    def steps(self, name: str) -> pl.DataFrame | None:
+        s = self.run(name)
+        if s is None or s.steps is None:
+            return None
+        return s.steps.collect()
+
+    def interventions(self) -> pl.DataFrame | None:
+        p = self.root / "interventions.parquet"
+        return read_interventions(p) if p.is_file() else None
+
+    def curves(self) -> pl.DataFrame | None:
+        """Fig. 1 curves: the baseline's training log (and rollouts) or, without it, the sweep's samples."""
+        if "curves" not in self._cache:
+            base, sw = self.run("baseline"), self.sweep()
+            src = base or sw
+            if src is None:
+                self._cache["curves"] = None
+            else:
+                self._cache["curves"] = stages.step_curves(tokens=src.tokens, samples=src.samples, steps=src.steps)
+        return self._cache["curves"]
+
+    def boundary(self, detector: str = "knee"):
+        if "boundary" not in self._cache:
+            c = self.curves()
+            self._cache["boundary"] = detect_boundary(c, None, detector)[0] if c is not None else None
+        return self._cache["boundary"]
+
+    def method_steps(self, names) -> pl.DataFrame | None:
+        """Long table (run, step, metrics...) of the named runs that exist and have a training log."""
+        frames = []
+        for n in names:
+            st = self.steps(n)
+            if st is None:
+                continue
+            cols = [c for c in ("eval_accuracy", "accuracy", "entropy", "response_length") if c in st.columns]
+            frames.append(st.select(pl.col("step").cast(pl.Int64), *[pl.col(c).cast(pl.Float64) for c in cols])
+                          .with_columns(pl.lit(RUNS[n]).alias("run")))
+        return pl.concat(frames, how="diagonal") if frames else None
+
+
+class Figures:
+    """Collects what a script wrote and why it skipped what it skipped."""
+
+    def __init__(self, script: str, out_dir):
+        self.script, self.out = script, Path(out_dir)
+        self.written: list[Path] = []
+        self.skipped: list[tuple[str, str]] = []
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped.append((name, reason))
+        print(f"{self.script}: skipped {name}: {reason}")
+
+    def save(self, name: str, fig) -> None:
+        import matplotlib.pyplot as plt
+
+        from entropy_lens.plots.style import save_figure
+
+        try:
+            self.written += save_figure(fig, self.out / name)
+        finally:
+            plt.close(fig)
+
+    def done(self) -> list[Path]:
+        pngs = [p for p in self.written if p.suffix == ".png"]
+        print(f"{self.script}: wrote {len(pngs)} figure(s) to {self.out}" + (f": {', '.join(p.name for p in pngs)}" if pngs else ""))
+        return self.written
+
+
+def accuracy_metric(table: pl.DataFrame) -> str | None:
+    """``eval_accuracy`` when the runs log it, else the training-batch ``accuracy``."""
+    for m in ("eval_accuracy", "accuracy"):
+        if m in table.columns and table[m].drop_nulls().len():
+            return m
+    return None
+
+
+def cli(main, doc: str) -> int:
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--run", default="data/runs/demo", help="Experiment folder (layout: figures/README.md).")
+    ap.add_argument("--out", default="figures/out", help="Output folder for PNG + PDF.")
+    args = ap.parse_args()
+    if not Path(args.run).is_dir():
+        print(f"{args.run}: no such run folder; run `make figures` first or pass --run")
+        return 2
+    main(args.run, args.out)
+    return 0
