@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import types
 import typing
 from typing import Any, Callable
 
@@ -23,9 +24,9 @@ EPILOG = """quick start:
 
 
 def _unwrap_optional(tp: Any) -> Any:
+    """``int | None`` → ``int``: an optional flag parses as its inner type and defaults to None."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return args[0] if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) \
-        and len(args) == 1 else tp
+    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -105,8 +106,9 @@ def _validate(cfg) -> None:
     import entropy_lens
 
     store = entropy_lens.open(cfg.store)
-    counts = {t: getattr(store, t).select(__import__("polars").len()).collect().item()
-              for t in ("tokens", "samples", "updates")}
+    import polars as pl
+
+    counts = {t: getattr(store, t).select(pl.len()).collect().item() for t in ("tokens", "samples", "updates")}
     print(f"{cfg.store}: {store.manifest['kind']} store, schema v{store.manifest['schema_version']}, "
           f"steps {store.completed_steps}, " + ", ".join(f"{v:,} {k} rows" for k, v in counts.items()))
 
