@@ -39,9 +39,12 @@ _F32 = torch.float32
 # tile needs stays in a core's L2.  Each tile costs ~15 small torch calls, so much smaller tiles pay
 # Python overhead instead; measured on the 2-core dev box (benchmarks/bench_ops.py).
 _TILE_ELEMS = 1 << 18
-# Rows per lm_head matmul in ``token_stats_from_hidden``: big enough that the matmul is efficient and the
-# weight chunk is re-read only N / rows times, small enough that the [rows, chunk] logits tile stays modest.
-_MATMUL_ELEMS = 1 << 22
+# (Each tile op is its own OpenMP parallel region.  On a CPU shared with other busy processes, libgomp's
+# default spin-waiting makes every region wait out a descheduled partner thread; OMP_WAIT_POLICY=PASSIVE or
+# torch.set_num_threads(1) avoids that.  The dense route has few, huge regions and is less exposed.)
+# Rows per lm_head matmul in ``token_stats_from_hidden``: [1024, 8192] is within ~8% of one [N, 8192] matmul's
+# throughput on CPU, re-reads each weight chunk only N / 1024 times, and the logits tile stays at 32 MB fp32.
+_MATMUL_ELEMS = 1 << 23
 # Floor for d = z − m before computing e^d · d.  e^d underflows to exactly 0 in fp32 below ≈ −104, so clamping
 # there changes nothing, except that a masked logit (−inf) gives 0 · (−1e4) = 0 instead of 0 · (−inf) = NaN.
 _D_FLOOR = -1.0e4
