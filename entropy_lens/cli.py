@@ -77,6 +77,7 @@ def _ls(cfg) -> None:
 def registries() -> dict[str, list[str]]:
     """Every registry's names, for ``entropy-lens ls``."""
     import entropy_lens.capture.sampling as sampling
+    import entropy_lens.capture.sweep  # noqa: F401  (registers the vllm and ray backends)
     import entropy_lens.tasks.arith  # noqa: F401
     from entropy_lens.tasks import TASKS
 

@@ -64,6 +64,12 @@ class CollectConfig:
                                                                  "has one (--no-chat-template to turn off)."})
     updates: bool = field(default=True, metadata={"help": "Also score each step's samples under the next "
                                                            "checkpoint, for Δlog-prob (--no-updates to skip)."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per vLLM engine "
+                                                                    "(tensor parallelism)."})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm backend: share of GPU memory the "
+                                                                          "vLLM engine may take."})
+    workers: int = field(default=2, metadata={"help": "ray backend: model-holding actors in the Ray Data pool "
+                                                       "(one GPU each on cuda)."})
 
 
 @dataclass
@@ -106,21 +112,32 @@ def _settings(cfg: CollectConfig, eval_set: EvalSet) -> dict:
             "chat_template": cfg.chat_template, "updates": cfg.updates, "backend": cfg.backend}
 
 
-def collect(cfg: CollectConfig) -> CollectSummary:
-    """Run the sweep described by ``cfg``; see the module docstring."""
+def prepare(cfg: CollectConfig) -> tuple[list[Checkpoint], EvalSet, SamplingParams, str, torch.dtype]:
+    """Checked inputs of a sweep: ``(checkpoints, eval_set, params, device, dtype)``; bad input is a UserError."""
     checkpoints = select(discover(cfg.checkpoints), parse_steps(cfg.steps))
     eval_set = load_eval_set(cfg.dataset, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
     if cfg.max_prompts is not None:
         eval_set = EvalSet(eval_set.name, eval_set.problems[: cfg.max_prompts], eval_set.verify,
                            eval_set.fingerprint + f":first{cfg.max_prompts}")
-    sampler = BACKENDS.get(cfg.backend)
     if cfg.samples_per_prompt < 1 or cfg.max_new_tokens < 1 or cfg.batch_size < 1:
         raise UserError("--samples-per-prompt, --max-new-tokens and --batch-size must be at least 1")
     if cfg.temperature <= 0:
         raise UserError(f"--temperature {cfg.temperature}: must be > 0 (entropy of a greedy policy is undefined)")
     device = resolve_device(cfg.device)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+    return checkpoints, eval_set, SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p), device, dtype
+
+
+def collect(cfg: CollectConfig) -> CollectSummary:
+    """Run the sweep described by ``cfg``; see the module docstring.
+
+    A backend registered with a ``run_sweep(cfg)`` attribute (``ray``) is a whole executor: it runs the sweep
+    its own way and writes the same store.  Any other backend is a sampler used in this process.
+    """
+    sampler = BACKENDS.get(cfg.backend)
+    if hasattr(sampler, "run_sweep"):
+        return sampler.run_sweep(cfg)
+    checkpoints, eval_set, params, device, dtype = prepare(cfg)
 
     t0 = time.perf_counter()
     written, skipped, sampled, scored = [], [], 0, 0
@@ -162,20 +179,49 @@ def vocab_table(tokenizer, model) -> dict:
     return {"token_id": ids, "token": tokenizer.batch_decode([[i] for i in ids])}
 
 
+def step_jobs(n_prompts: int, cfg: CollectConfig) -> list[tuple[int, int]]:
+    """The (prompt_id, sample_id) pairs of one step, in order; batch ``b`` is ``jobs[b·B:(b+1)·B]``."""
+    return [(p, s) for p in range(n_prompts) for s in range(cfg.samples_per_prompt)]
+
+
+def sample_jobs(sampler, model, tokenizer, prompt_ids, jobs, params: SamplingParams, cfg: CollectConfig,
+                step: int, first_batch: int = 0) -> list:
+    """Sample ``jobs`` (whole batches, the first being batch ``first_batch``); batch b draws its randomness
+    from ``batch_seed(cfg.seed, step, b)`` alone.
+
+    A sampler with a ``sample_step`` attribute (an engine such as vLLM, which wants every request at once and
+    its own copy of the weights) gets all the jobs and the per-batch seeds in one call.
+    """
+    prompts = [prompt_ids[p] for p, _ in jobs]
+    seeds = [batch_seed(cfg.seed, step, first_batch + i) for i in range(-(-len(jobs) // cfg.batch_size))]
+    if hasattr(sampler, "sample_step"):
+        return sampler.sample_step(model, tokenizer, prompts, params, batch_seeds=seeds,
+                                   batch_size=cfg.batch_size, cfg=cfg)
+    responses = []
+    for i, lo in enumerate(tqdm(range(0, len(jobs), cfg.batch_size), desc=f"step {step}: sample", leave=False,
+                                file=sys.stderr, disable=None)):
+        responses += sampler(model, tokenizer, prompts[lo:lo + cfg.batch_size], params, seed=seeds[i])
+    return responses
+
+
+def step_tables(step: int, model, tokenizer, prompt_ids, eval_set: EvalSet, sampler, params: SamplingParams,
+                cfg: CollectConfig, batches: range | None = None) -> tuple[dict, dict]:
+    """Sample, score and grade the batches ``batches`` of one step (all of them by default): its tables."""
+    jobs = step_jobs(len(eval_set.problems), cfg)
+    first = 0
+    if batches is not None:
+        first = batches.start
+        jobs = jobs[batches.start * cfg.batch_size: batches.stop * cfg.batch_size]
+    responses = sample_jobs(sampler, model, tokenizer, prompt_ids, jobs, params, cfg, step, first)
+    stats = score(model, [prompt_ids[p] for p, _ in jobs], [r.token_ids for r in responses],
+                  temperature=cfg.temperature, batch_size=cfg.batch_size)
+    return build_tables(step, jobs, responses, stats, eval_set, tokenizer, source="collect")
+
+
 def sample_and_score_step(store: StoreWriter, step: int, model, tokenizer, prompt_ids, eval_set: EvalSet,
                           sampler, params: SamplingParams, cfg: CollectConfig) -> int:
     """Sample, score, grade and write one step; returns the number of response tokens."""
-    g = cfg.samples_per_prompt
-    jobs = [(p, s) for p in range(len(eval_set.problems)) for s in range(g)]
-    responses = []
-    batches = range(0, len(jobs), cfg.batch_size)
-    for b, lo in enumerate(tqdm(batches, desc=f"step {step}: sample", leave=False, file=sys.stderr, disable=None)):
-        chunk = jobs[lo:lo + cfg.batch_size]
-        responses += sampler(model, tokenizer, [prompt_ids[p] for p, _ in chunk], params,
-                             seed=batch_seed(cfg.seed, step, b))
-    stats = score(model, [prompt_ids[p] for p, _ in jobs], [r.token_ids for r in responses],
-                  temperature=cfg.temperature, batch_size=cfg.batch_size)
-    tokens, samples = build_tables(step, jobs, responses, stats, eval_set, tokenizer, source="collect")
+    tokens, samples = step_tables(step, model, tokenizer, prompt_ids, eval_set, sampler, params, cfg)
     store.write_step(step, tokens=tokens, samples=samples)
     return len(tokens["token_id"])
 
@@ -223,17 +269,27 @@ def build_tables(step, jobs, responses, stats, eval_set: EvalSet, tokenizer, *, 
 
 def score_updates(store: StoreWriter, step: int, next_step: int, model, prompt_ids, cfg: CollectConfig) -> int:
     """Teacher-force step ``step``'s stored responses under the checkpoint of ``next_step``."""
-    frame = (pl.read_parquet(partition_path(store.root, "tokens", step))
-             .select("prompt_id", "sample_id", "position", "token_id")
-             .sort("prompt_id", "sample_id", "position"))
+    frame = pl.read_parquet(partition_path(store.root, "tokens", step))
+    table = updates_table(frame, step, next_step, model, prompt_ids, cfg)
+    store.write_step(step, updates=table)
+    return len(table["position"])
+
+
+def updates_table(frame: pl.DataFrame, step: int, next_step: int, model, prompt_ids, cfg: CollectConfig) -> dict:
+    """``updates`` columns for the responses in ``frame`` (tokens rows of ``step``), scored by ``model``."""
+    frame = frame.select("prompt_id", "sample_id", "position", "token_id").sort("prompt_id", "sample_id", "position")
     groups = frame.group_by(["prompt_id", "sample_id"], maintain_order=True).agg("token_id")
     keys = list(zip(groups["prompt_id"].to_list(), groups["sample_id"].to_list()))
     responses = groups["token_id"].to_list()
     stats = score(model, [prompt_ids[p] for p, _ in keys], responses, temperature=cfg.temperature,
                   batch_size=cfg.batch_size)
-    store.write_step(step, updates={
+    return {
         "step": np.full(len(frame), step, np.int32), "next_step": np.full(len(frame), next_step, np.int32),
         "prompt_id": frame["prompt_id"], "sample_id": frame["sample_id"], "position": frame["position"],
         "logprob_next": stats.logprob,
-    })
-    return len(frame)
+    }
+
+
+# Optional backends register themselves in BACKENDS here ("vllm": a sampler, "ray": an executor); neither
+# module imports vllm or ray until the backend is used.
+from entropy_lens.capture import ray_sweep as _ray_sweep, vllm_backend as _vllm_backend  # noqa: E402,F401
