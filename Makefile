@@ -31,8 +31,13 @@ test-slow: setup
 figures: setup
 	$(PY) figures/make_all.py --run $(RUN)
 
+# The embedded trainer alone: SFT warm-up, then GRPO with DAPO's tricks (CPU, about 8 minutes).
+train: setup
+	$(PY) -m entropy_lens train --out $(RUN)/baseline
+
 bench: setup
 	$(PY) benchmarks/bench_ops.py
+	$(PY) benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) data/runs figures/out

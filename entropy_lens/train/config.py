@@ -1,0 +1,78 @@
+"""``TrainConfig``: every setting of ``entropy-lens train`` (the CLI flags are generated from these fields)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from entropy_lens.train.shaping import ShapingConfig
+
+
+@dataclass
+class _RunFields:
+    out: str = field(default="data/runs/demo", metadata={"help": "Run folder: a store (steps.parquet, tokens/, "
+                                                                  "samples/) plus checkpoints/step_N/. An existing "
+                                                                  "run resumes from its latest checkpoint."})
+    shaping: str = field(default="none", metadata={"help": "Advantage shaper (entropy-lens ls lists them): none, "
+                                                            "ppl, ppl-high, position, position-begin, entropy-top, "
+                                                            "positive-only, negative-only."})
+    window: str | None = field(default=None, metadata={
+        "help": "Steps START:STOP (STOP exclusive, either may be empty) on which the shaper is active; "
+                "default: every step, or, with --from, the branch step onwards for 100 steps.",
+        "metavar": "START:STOP"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "Branch from this checkpoint (an HF model folder, e.g. RUN/checkpoints/step_120): skips the SFT "
+                "warm-up and numbers steps on from the checkpoint's step.", "aliases": ["--from"],
+        "metavar": "CHECKPOINT"})
+    steps: int = field(default=150, metadata={"help": "RL steps to run (from step 0, or from the --from step)."})
+    seed: int = field(default=0, metadata={"help": "Random seed: the same command twice gives the same run."})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when available)."})
+    threads: int = field(default=1, metadata={"help": "CPU threads for torch (1 is fastest for the tiny model "
+                                                       "on a shared 2-core machine)."})
+    # --- SFT warm-up (the embedded default only)
+    sft_steps: int = field(default=1200, metadata={"help": "SFT warm-up steps on noisy targets (arith.sft_target)."})
+    sft_batch_size: int = field(default=32, metadata={"help": "Sequences per SFT step."})
+    sft_lr: float = field(default=3e-3, metadata={"help": "Peak SFT learning rate (linear warm-up, linear decay)."})
+    sft_slip: float = field(default=0.3, metadata={"help": "Per-line chance of an off-by-one slip in SFT targets."})
+    # --- rollouts
+    prompts_per_step: int = field(default=16, metadata={"help": "Prompt groups per training batch (kept after "
+                                                                 "dynamic sampling)."})
+    group_size: int = field(default=8, metadata={"help": "Responses sampled per prompt (G)."})
+    gen_oversample: float = field(default=1.25, metadata={"help": "Dynamic sampling: the first round samples this "
+                                                                   "many times prompts_per_step prompts."})
+    max_gen_rounds: int = field(default=3, metadata={"help": "Dynamic sampling: at most this many rounds of "
+                                                              "prompts_per_step prompts to fill the batch with mixed "
+                                                              "groups; a step trains on what it has after them."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest response (L_max), in tokens."})
+    overlong_buffer: int = field(default=16, metadata={"help": "DAPO overlong buffer L_buf: the reward loses up to "
+                                                                "--overlong-factor over the last L_buf tokens."})
+    overlong_factor: float = field(default=1.0, metadata={"help": "DAPO overlong penalty factor φ."})
+    temperature: float = field(default=1.0, metadata={"help": "Rollout temperature (entropy is measured at it)."})
+    # --- update
+    lr: float = field(default=5e-5, metadata={"help": "AdamW learning rate (constant after warm-up); with 2 "
+                                                       "mini-batches, ≥ 1e-4 drifted down instead of rising."})
+    warmup_steps: int = field(default=10, metadata={"help": "Linear learning-rate warm-up, in optimizer steps."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    grad_clip: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
+    minibatches: int = field(default=2, metadata={"help": "Optimizer steps per RL step (PPO mini-batches, one "
+                                                           "epoch): later ones are off-policy, so clipping acts."})
+    eps_low: float = field(default=0.2, metadata={"help": "Lower clip ε_low of the ratio."})
+    eps_high: float = field(default=0.28, metadata={"help": "Upper clip ε_high of the ratio (clip-higher)."})
+    # --- evaluation, checkpoints, logging
+    eval_every: int = field(default=10, metadata={"help": "Evaluate on the held-out arith set every N steps."})
+    eval_samples: int = field(default=4, metadata={"help": "Samples per held-out problem at --temperature."})
+    save_every: int = field(default=10, metadata={"help": "Checkpoint every N steps (step 0 = after SFT)."})
+    save_rollouts: bool = field(default=True, metadata={"help": "Write the training rollouts to the run's "
+                                                                 "tokens/samples tables (--no-save-rollouts to skip)."})
+
+
+@dataclass
+class TrainConfig(ShapingConfig, _RunFields):
+    """``entropy-lens train``: noisy SFT warm-up of the tiny default model, then GRPO with DAPO's tricks
+    (clip-higher, token-level loss, dynamic sampling, overlong penalty, no KL) on the ``arith`` task; writes
+    checkpoints and a store (steps.parquet + training rollouts) to --out.  See entropy_lens/train/grpo.py."""
+
+    # Fields: _RunFields first, then ShapingConfig (dataclasses order fields by reversed MRO).
+
+    def settings(self) -> dict:
+        """What identifies the experiment in the store's manifest: everything but where/how long/how fast."""
+        return {k: v for k, v in asdict(self).items() if k not in ("out", "steps", "device", "threads")}

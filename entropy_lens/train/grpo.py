@@ -1,0 +1,438 @@
+"""``entropy-lens train``: a minimal GRPO trainer with DAPO's tricks, in one file.
+
+    entropy-lens train --out data/runs/demo                          # tiny default, CPU, ~5 minutes
+    entropy-lens train --out data/runs/ppl --shaping ppl             # GRPO+PPL (PAPER §4.1)
+    entropy-lens train --out data/runs/pos --shaping position \\
+        --from data/runs/demo/checkpoints/step_100 --steps 100       # GRPO+POSITION, branched (PAPER §4.2)
+    entropy-lens train --out RUN --from /path/to/hf_model --device cuda   # any HF causal LM, on a GPU
+
+What one run does (the embedded default):
+
+1. SFT warm-up of a tiny Qwen2 (``entropy_lens.models``) on *noisy* worked solutions (``arith.sft_target``:
+   each scratchpad line slips by ±1 with probability 0.3, plus format defects): 1,200 steps of 32 leave the
+   greedy answer mostly right (≈0.69 held out) but a T = 1 sample mostly wrong (≈0.25), so RL has entropy
+   to remove and accuracy to gain.
+2. For each RL step s (rollouts of step s come from checkpoint ``step_s``):
+   a. sample ``group_size`` responses for ``prompts_per_step`` fresh prompts; reward +1/−1 (exact answer)
+      plus DAPO's overlong penalty; keep only groups with mixed correctness; sample more prompts until the
+      batch is full or ``max_gen_rounds`` rounds have run (dynamic sampling);
+   b. score every response teacher-forced with the capture code (exact entropy, log-prob, Σp² under the
+      rollout policy π_old) and store the rollouts (tokens/samples, ``source="train"``) — dropped groups
+      too, with a null ``advantage``;
+   c. group-normalised advantages, the shaper (``--shaping``, on the steps of ``--window``), then the
+      clipped surrogate (ε_low 0.2, ε_high 0.28), token-mean, no KL, in ``minibatches`` AdamW steps with
+      warm-up and gradient clipping;
+   d. one row of ``steps.parquet``; every ``eval_every`` steps the held-out ``arith`` accuracy at T = 1;
+      every ``save_every`` steps a checkpoint (model + tokenizer, HF format).
+
+Simplifications relative to verl and the paper (PAPER §5.2):
+
+* one process, one device, no FSDP/vLLM: rollouts use HF ``generate`` (``capture.sampling.sample_hf``);
+* batch 16 prompts × 8 samples, 2 mini-batches, lr 5e-5 (paper: 512 × 8, 16 mini-batches, lr 1e-6): scaled
+  so that the tiny model shows both stages in minutes (1e-4 × 2 mini-batches already drifted down);
+* one CPU thread by default: the tiny model's matrices are too small to gain from a second one, and on a
+  shared 2-core machine a second thread made steps 3–5× slower (measured);
+* π_old log-probs come from the capture scoring pass (``capture.scoring.score``), so the stored rollout
+  statistics and the ratio's denominator are the same numbers;
+* dynamic sampling caps the rounds and then trains on a partly filled batch (verl raises instead);
+* the overlong penalty is scaled to our lengths (L_max = 64, L_buf = 16 instead of 8192 / 1024);
+* resuming restores model, optimizer, scheduler and RNG state from the latest checkpoint; all sampling
+  seeds derive from (seed, step, round), so a resumed run repeats an uninterrupted one.  Only the latest
+  checkpoint keeps ``trainer_state.pt`` (optimizer state is 2× the model); a ``--from`` branch starts a
+  fresh optimizer (with warm-up);
+* the SFT warm-up is a handful of lines here, not a separate trainer; it is skipped with ``--from``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+from entropy_lens.capture.sampling import SamplingParams, encode_prompt, sample_hf
+from entropy_lens.capture.scoring import score
+from entropy_lens.capture.sweep import batch_seed, build_tables, resolve_device, vocab_table
+from entropy_lens.checkpoints import step_of
+from entropy_lens.errors import UserError
+from entropy_lens.models import build_char_tokenizer, build_tiny_model, load_checkpoint, save_checkpoint
+from entropy_lens.store import StoreWriter
+from entropy_lens.tasks import EvalSet, Problem, load_eval_set
+from entropy_lens.tasks.arith import ALPHABET, DEFAULT_TASK, Noise, sft_target, verify
+from entropy_lens.train import core
+from entropy_lens.train.config import TrainConfig
+from entropy_lens.train.shaping import SHAPERS
+
+STATE = "trainer_state.pt"
+BRANCH_WINDOW = 100  # default shaping window after a --from branch point (PAPER §4.2: 200 < step < 300)
+
+
+@dataclass
+class TrainSummary:
+    out: Path
+    first_step: int
+    last_step: int
+    eval_accuracy: tuple[float | None, float | None]
+    entropy: tuple[float | None, float | None]
+    seconds: float
+
+    def __str__(self) -> str:
+        fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
+        return (f"trained steps {self.first_step}→{self.last_step} in {self.seconds:.0f} s; held-out accuracy "
+                f"{fmt(self.eval_accuracy[0])} → {fmt(self.eval_accuracy[1])}, batch entropy "
+                f"{fmt(self.entropy[0])} → {fmt(self.entropy[1])} nats; run: {self.out} "
+                f"(steps.parquet, tokens/, samples/, checkpoints/)")
+
+
+# ----------------------------------------------------------------------------- setup
+
+def parse_window(spec: str | None, default: tuple[int, int]) -> tuple[int, int]:
+    """``"START:STOP"`` → [start, stop) (an empty part is open); None → ``default``."""
+    if spec is None:
+        return default
+    parts = spec.split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() or not p.strip() for p in parts):
+        raise UserError(f"--window {spec!r}: expected START:STOP with non-negative integers, e.g. 100:200")
+    lo, hi = (int(p) if p.strip() else None for p in parts)
+    return (lo or 0, hi if hi is not None else sys.maxsize)
+
+
+def latest_resumable(run: Path) -> Path | None:
+    ckpts = [(step_of(p.name), p) for p in (run / "checkpoints").glob("step_*") if (p / STATE).is_file()]
+    ckpts = [c for c in ckpts if c[0] is not None]
+    return max(ckpts)[1] if ckpts else None
+
+
+def training_problems(step: int, rnd: int, n: int, cfg: TrainConfig, held_out: set[str]) -> list[Problem]:
+    """``n`` fresh arith problems for (step, round), never one of the held-out eval prompts."""
+    rng = random.Random(batch_seed(cfg.seed, step, rnd))
+    out = []
+    while len(out) < n:
+        p = DEFAULT_TASK.sample(rng, len(out))
+        if p.prompt not in held_out:
+            out.append(p)
+    return out
+
+
+def sft_warmup(model, tokenizer, cfg: TrainConfig, held_out: set[str], device: str) -> float:
+    """Cross-entropy on noisy worked solutions (``arith.sft_target``); returns the final loss."""
+    rng = random.Random(cfg.seed)
+    noise = Noise(slip=cfg.sft_slip)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr, weight_decay=0.0)
+    warm = max(1, cfg.sft_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / max(1, cfg.sft_steps)))
+    eos = tokenizer.eos_token_id
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for _ in tqdm(range(cfg.sft_steps), desc="sft", unit="step", file=sys.stderr, disable=None, leave=False):
+        prompts, responses = [], []
+        while len(prompts) < cfg.sft_batch_size:
+            p = DEFAULT_TASK.sample(rng, 0)
+            if p.prompt in held_out:
+                continue
+            prompts.append(encode_prompt(tokenizer, p.prompt))
+            responses.append(tokenizer(sft_target(p, rng, noise), add_special_tokens=False)["input_ids"] + [eos])
+        ids, targets, mask = pack(prompts, responses, tokenizer.pad_token_id, device)
+        logp = core.token_logprobs(model(input_ids=ids).logits[:, :-1], targets)
+        loss = -core.masked_mean(logp, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    model.eval()
+    return loss.item()
+
+
+def pack(prompts, responses, pad: int, device: str):
+    """Right-padded ``prompt + response`` ids [B, W] and, aligned with ``ids[:, 1:]``, targets and the
+    response mask [B, W − 1].  Right padding needs no attention mask: causal attention never reaches the pads."""
+    seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width - 1))
+    for i, (p, s) in enumerate(zip(prompts, seqs)):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, len(p) - 1: len(s) - 1] = 1
+    return ids.to(device), ids[:, 1:].to(device), mask.to(device)
+
+
+def to_padded(flat: np.ndarray, lengths: list[int], prompt_lens: list[int], width: int) -> torch.Tensor:
+    """Per-token values of concatenated responses → [B, width] aligned with :func:`pack`'s targets."""
+    out = torch.zeros((len(lengths), width))
+    off = 0
+    for i, (n, p) in enumerate(zip(lengths, prompt_lens)):
+        out[i, p - 1: p - 1 + n] = torch.from_numpy(np.asarray(flat[off: off + n], dtype=np.float32))
+        off += n
+    return out
+
+
+# ----------------------------------------------------------------------------- one RL step
+
+def rollout(model, tokenizer, step: int, cfg: TrainConfig, held_out: set[str]):
+    """Dynamic sampling: rounds of fresh prompts until ``prompts_per_step`` mixed groups are kept (or
+    ``max_gen_rounds`` rounds have run)."""
+    params = SamplingParams(cfg.max_new_tokens, cfg.temperature, 1.0)
+    problems, prompt_ids, jobs, responses = [], [], [], []
+    kept_groups, rounds = 0, 0
+    for rnd in range(cfg.max_gen_rounds):
+        rounds += 1
+        # Round 0 over-samples (DAPO's generation batch > train batch) so that one round usually suffices: a
+        # decode step costs about the same for 128 or 160 sequences, a second round costs a whole generate.
+        # A refill round samples twice the missing groups.
+        want = (math.ceil(cfg.prompts_per_step * cfg.gen_oversample) if rnd == 0
+                else min(cfg.prompts_per_step, 2 * (cfg.prompts_per_step - kept_groups)))
+        new = training_problems(step, rnd, want, cfg, held_out)
+        base = len(problems)
+        problems += new
+        prompt_ids += [encode_prompt(tokenizer, p.prompt) for p in new]
+        new_jobs = [(base + p, g) for p in range(len(new)) for g in range(cfg.group_size)]
+        jobs += new_jobs
+        responses += sample_hf(model, tokenizer, [prompt_ids[p] for p, _ in new_jobs], params,
+                               seed=batch_seed(cfg.seed, step, 1000 + rnd))
+        correct = torch.tensor([verify(tokenizer.decode(r.token_ids, skip_special_tokens=True),
+                                       problems[p].answer).correct for (p, _), r in zip(jobs, responses)])
+        kept_groups = int(core.mixed_groups(correct, torch.tensor([p for p, _ in jobs])).sum()) // cfg.group_size
+        if kept_groups >= cfg.prompts_per_step:
+            break
+    return problems, prompt_ids, jobs, responses, rounds
+
+
+def rl_step(model, tokenizer, opt, sched, step: int, cfg: TrainConfig, window, held_out, store) -> dict:
+    """Rollout → score → advantages → shaping → update → store; returns the step's ``steps.parquet`` row."""
+    device = next(model.parameters()).device
+    t0 = time.perf_counter()
+    problems, prompt_ids, jobs, responses, rounds = rollout(model, tokenizer, step, cfg, held_out)
+    t1 = time.perf_counter()
+    stats = score(model, [prompt_ids[p] for p, _ in jobs], [r.token_ids for r in responses],
+                  temperature=cfg.temperature, batch_size=256)
+    t2 = time.perf_counter()
+
+    # Rewards: +1/−1 on the exact answer, plus the overlong penalty; keep the first P mixed groups.
+    texts = [tokenizer.decode(r.token_ids, skip_special_tokens=True) for r in responses]
+    correct = torch.tensor([verify(t, problems[p].answer).correct for t, (p, _) in zip(texts, jobs)])
+    lengths = torch.tensor([len(r.token_ids) for r in responses])
+    rewards = torch.where(correct, 1.0, -1.0) + core.overlong_penalty(
+        lengths, cfg.max_new_tokens, cfg.overlong_buffer, cfg.overlong_factor)
+    group_ids = torch.tensor([p for p, _ in jobs])
+    mixed = core.mixed_groups(correct, group_ids)
+    kept_prompts = set(sorted({p for (p, _), m in zip(jobs, mixed.tolist()) if m})[: cfg.prompts_per_step])
+    idx = [i for i, (p, _) in enumerate(jobs) if p in kept_prompts]
+
+    # The training batch as [B, T] tensors aligned with the next-token targets.
+    offsets = np.concatenate([[0], np.cumsum([len(r.token_ids) for r in responses])])
+    sel = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx]) if idx else np.zeros(0, np.int64)
+    b_prompts = [prompt_ids[jobs[i][0]] for i in idx]
+    b_resp = [responses[i].token_ids for i in idx]
+    b_len = [len(r) for r in b_resp]
+    row = {"step": step, "reward_mean": float(rewards.mean()), "accuracy": float(correct.float().mean()),
+           "gen_rounds": rounds, "kept_groups": len(kept_prompts), "seconds_sample": t1 - t0, "seconds_score": t2 - t1}
+    token_adv = np.full(len(stats.logprob), np.nan, np.float32)
+    token_shaped = token_adv.copy()
+    if idx:
+        ids, targets, mask = pack(b_prompts, b_resp, tokenizer.pad_token_id, "cpu")
+        w = ids.shape[1] - 1
+        plens = [len(p) for p in b_prompts]
+        old_logp = to_padded(stats.logprob[sel], b_len, plens, w)
+        entropy = to_padded(stats.entropy[sel], b_len, plens, w)
+        adv = core.group_advantages(rewards[idx], group_ids[idx])
+        adv_t = adv[:, None] * mask
+        logppl = -(old_logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        active = window[0] <= step < window[1]
+        shaper = SHAPERS.get(cfg.shaping if active else "none")
+        shaped = shaper(adv_t, mask, logppl=logppl, group_ids=group_ids[idx], rel_pos=core.relative_position(mask),
+                        entropy=entropy, cfg=cfg).detach() * mask
+        token_adv[sel] = adv_t[mask.bool()].numpy()
+        token_shaped[sel] = shaped[mask.bool()].numpy()
+        pos = correct[idx].float()[:, None] * mask
+        neg = (~correct[idx]).float()[:, None] * mask
+        sample_h = (entropy * mask).sum(-1) / mask.sum(-1)
+        ci = correct[idx]
+        row.update({
+            "entropy": float(core.masked_mean(entropy, mask)),
+            "entropy_pos": float(core.masked_mean(entropy, pos)) if pos.sum() else None,
+            "entropy_neg": float(core.masked_mean(entropy, neg)) if neg.sum() else None,
+            "entropy_pos_sample": float(sample_h[ci].mean()) if ci.any() else None,
+            "entropy_neg_sample": float(sample_h[~ci].mean()) if (~ci).any() else None,
+            "response_length": float(np.mean(b_len)), "cov_logp_adv": core.masked_cov(old_logp, shaped, mask),
+            "shaping_active": active,
+        })
+        t3 = time.perf_counter()
+        row.update(update(model, opt, sched, ids, targets, mask, old_logp, shaped, cfg, device))
+        row["seconds_update"] = time.perf_counter() - t3
+    if store is not None:
+        t4 = time.perf_counter()
+        train_set = EvalSet("arith-train", problems, verify, "")
+        tokens, samples = build_tables(step, jobs, responses, stats, train_set, tokenizer, source="train")
+        # dropped (all-equal) groups are stored too; a null advantage marks them
+        tokens["advantage"] = pa.array(token_adv, mask=np.isnan(token_adv))
+        tokens["shaped_advantage"] = pa.array(token_shaped, mask=np.isnan(token_shaped))
+        samples["reward"] = rewards.numpy()
+        store.write_step(step, tokens=tokens, samples=samples)
+        row["seconds_write"] = time.perf_counter() - t4
+    return row
+
+
+def update(model, opt, sched, ids, targets, mask, old_logp, advantages, cfg: TrainConfig, device) -> dict:
+    """One epoch of ``minibatches`` clipped-surrogate AdamW steps over the batch (in sample order)."""
+    model.train()
+    b = ids.shape[0]
+    bounds = np.linspace(0, b, min(cfg.minibatches, b) + 1).round().astype(int)
+    logs = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        m = mask[lo:hi].to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
+            logits = model(input_ids=ids[lo:hi].to(device)).logits[:, :-1]
+        logp = core.token_logprobs(logits, targets[lo:hi].to(device), cfg.temperature)
+        loss, st = core.clipped_policy_loss(logp, old_logp[lo:hi].to(device), advantages[lo:hi].to(device), m,
+                                            cfg.eps_low, cfg.eps_high)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        logs.append((loss.item(), grad_norm.item(), *st))
+    model.eval()
+    mean = np.mean(np.array(logs), axis=0)
+    return {"loss": mean[0], "grad_norm": mean[1], "clip_frac_low": mean[2], "clip_frac_high": mean[3],
+            "lr": sched.get_last_lr()[0]}
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, eval_set: EvalSet, step: int, cfg: TrainConfig) -> dict:
+    """Held-out accuracy at the rollout temperature (``eval_samples`` per problem), its entropy, and greedy accuracy."""
+    jobs = [(p, s) for p in range(len(eval_set.problems)) for s in range(cfg.eval_samples)]
+    prompt_ids = [encode_prompt(tokenizer, p.prompt) for p in eval_set.problems]
+    params = SamplingParams(cfg.max_new_tokens, cfg.temperature, 1.0)
+    responses = sample_hf(model, tokenizer, [prompt_ids[p] for p, _ in jobs], params,
+                          seed=batch_seed(cfg.seed, step, 999_999))
+    verdicts = [eval_set.verify(tokenizer.decode(r.token_ids, skip_special_tokens=True), eval_set.problems[p].answer)
+                for (p, _), r in zip(jobs, responses)]
+    stats = score(model, [prompt_ids[p] for p, _ in jobs], [r.token_ids for r in responses],
+                  temperature=cfg.temperature, batch_size=256)
+    greedy = sample_hf(model, tokenizer, prompt_ids, SamplingParams(cfg.max_new_tokens, 0.0, 1.0), seed=0)
+    greedy_ok = [eval_set.verify(tokenizer.decode(r.token_ids, skip_special_tokens=True), p.answer).correct
+                 for p, r in zip(eval_set.problems, greedy)]
+    return {"eval_accuracy": float(np.mean([v.correct for v in verdicts])),
+            "eval_greedy_accuracy": float(np.mean(greedy_ok)),
+            "eval_format_ok": float(np.mean([v.format_ok for v in verdicts])),
+            "eval_entropy": float(stats.entropy.mean()) if len(stats.entropy) else None}
+
+
+def save(model, tokenizer, opt, sched, run: Path, step: int) -> Path:
+    """Write ``checkpoints/step_N`` atomically (a temporary folder, then a rename); keep the optimizer
+    state only in the newest checkpoint."""
+    final = run / "checkpoints" / f"step_{step}"
+    tmp = run / "checkpoints" / f".tmp-step_{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(model, tokenizer, tmp)
+    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / STATE)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in (run / "checkpoints").glob(f"step_*/{STATE}"):
+        if old.parent != final:
+            old.unlink()
+    return final
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train(cfg: TrainConfig) -> TrainSummary:
+    t_start = time.perf_counter()
+    SHAPERS.get(cfg.shaping)  # fail fast on an unknown name
+    if cfg.steps < 0 or cfg.prompts_per_step < 1 or cfg.group_size < 2 or cfg.minibatches < 1:
+        raise UserError("--steps must be ≥ 0, --prompts-per-step and --minibatches ≥ 1, --group-size ≥ 2")
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(cfg.threads)
+    run = Path(cfg.out)
+    eval_set = load_eval_set("arith")
+    held_out = {p.prompt for p in eval_set.problems}
+
+    resume = latest_resumable(run) if run.is_dir() else None
+    if resume is not None:
+        model, tokenizer = load_checkpoint(resume, device=device)
+        state = torch.load(resume / STATE, weights_only=False)
+        start = state["step"]
+        print(f"resuming {run} from {resume}", file=sys.stderr)
+    elif cfg.init_from is not None:
+        model, tokenizer = load_checkpoint(cfg.init_from, device=device)
+        start, state = step_of(Path(cfg.init_from).name) or 0, None
+    else:
+        torch.manual_seed(cfg.seed)
+        tokenizer = build_char_tokenizer(ALPHABET)
+        model = build_tiny_model(tokenizer, seed=cfg.seed).to(device)
+        start, state = 0, None
+    branch = step_of(Path(cfg.init_from).name) or 0 if cfg.init_from else None
+    window = parse_window(cfg.window, (branch, branch + BRANCH_WINDOW) if branch is not None else (0, sys.maxsize))
+    end = (branch or 0) + cfg.steps
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+
+    settings = {**cfg.settings(), "model": cfg.init_from or "tiny-qwen2", "dataset": "arith",
+                "dataset_fingerprint": eval_set.fingerprint}
+    with StoreWriter(run, kind="train", settings=settings) as store:
+        store.update_info(device=device, window=list(window))
+        if not (run / "vocab.parquet").exists():
+            store.write_table("vocab", vocab_table(tokenizer, model))
+        rows = []
+        if resume is not None and (run / "steps.parquet").exists():
+            rows = pl.read_parquet(run / "steps.parquet").filter(pl.col("step") < start).to_dicts()
+        if resume is None and cfg.init_from is None and cfg.sft_steps > 0:
+            t0 = time.perf_counter()
+            sft_loss = sft_warmup(model, tokenizer, cfg, held_out, device)
+            store.update_info(sft_loss=sft_loss, sft_seconds=time.perf_counter() - t0)
+        bar = tqdm(range(start, end + 1), desc="train", unit="step", file=sys.stderr, disable=None,
+                   initial=0, total=end - start + 1)
+        for step in bar:
+            row = {"step": step}
+            if step % cfg.eval_every == 0 or step == end:
+                t0 = time.perf_counter()
+                row.update(evaluate(model, tokenizer, eval_set, step, cfg))
+                row["seconds_eval"] = time.perf_counter() - t0
+            if step % cfg.save_every == 0 or step == end or step == start:
+                save(model, tokenizer, opt, sched, run, step)
+            if step < end:
+                row.update(rl_step(model, tokenizer, opt, sched, step, cfg, window, held_out,
+                                   store if cfg.save_rollouts else None))
+            rows.append(row)
+            store.write_table("steps", steps_frame(rows))
+            bar.set_postfix({k: f"{row[k]:.3f}" for k in ("accuracy", "entropy", "eval_accuracy")
+                             if row.get(k) is not None})
+    frame = steps_frame(rows)
+    ev = frame.filter(pl.col("eval_accuracy").is_not_null())["eval_accuracy"].to_list() if "eval_accuracy" in frame.columns else []
+    ent = frame.filter(pl.col("entropy").is_not_null())["entropy"].to_list() if "entropy" in frame.columns else []
+    return TrainSummary(run, start, end, (ev[0] if ev else None, ev[-1] if ev else None),
+                        (ent[0] if ent else None, ent[-1] if ent else None), time.perf_counter() - t_start)
+
+
+STEP_COLUMNS = ["reward_mean", "accuracy", "eval_accuracy", "eval_greedy_accuracy", "eval_format_ok", "eval_entropy", "entropy",
+                "entropy_pos", "entropy_neg", "entropy_pos_sample", "entropy_neg_sample", "response_length",
+                "clip_frac_low", "clip_frac_high", "cov_logp_adv", "loss", "grad_norm", "lr", "gen_rounds",
+                "kept_groups", "seconds_sample", "seconds_score", "seconds_update", "seconds_eval", "seconds_write"]
+
+
+def steps_frame(rows: list[dict]) -> pl.DataFrame:
+    """Rows → the ``steps`` table: ``step`` Int32, ``shaping_active`` Boolean, every metric Float64 (null
+    where a step has none, e.g. ``eval_accuracy`` between evaluations)."""
+    cols = {"step": pl.Series([r["step"] for r in rows], dtype=pl.Int32)}
+    for c in STEP_COLUMNS:
+        cols[c] = pl.Series([None if r.get(c) is None else float(r[c]) for r in rows], dtype=pl.Float64)
+    cols["shaping_active"] = pl.Series([r.get("shaping_active") for r in rows], dtype=pl.Boolean)
+    return pl.DataFrame(cols)

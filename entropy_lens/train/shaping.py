@@ -1,0 +1,131 @@
+"""Advantage shapers: pure tensor functions registered by name (PAPER §4, peers from §4.3 / §6).
+
+Every shaper has the same signature and runs after the GRPO advantage and before the clipped surrogate;
+its output is detached (no gradient flows through a weight)::
+
+    shaped = SHAPERS.get(name)(advantages, mask, logppl=..., group_ids=..., rel_pos=..., entropy=..., cfg=cfg)
+
+with ``advantages``, ``mask``, ``rel_pos``, ``entropy`` [B, T] (token-broadcast advantage, response mask,
+relative position r ∈ [0, 1) of §1.5, rollout-policy token entropy), ``logppl``, ``group_ids`` [B], and
+``cfg`` a :class:`ShapingConfig`.  The trainer applies a shaper only on the steps of its window
+(``--window``); outside it the update is plain GRPO.  A new method is one more ``@SHAPERS.register``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from entropy_lens.registry import Registry
+from entropy_lens.train.core import standardized_logppl
+
+SHAPERS: Registry = Registry("shaper")
+
+
+@dataclass
+class ShapingConfig:
+    """Hyper-parameters of the registered shapers (PAPER §5.2 defaults)."""
+
+    ppl_alpha: float = field(default=0.01, metadata={"help": "α of the ppl / ppl-high shapers (paper: 0.01)."})
+    ppl_min: float = field(default=0.8, metadata={"help": "Lower clamp of the ppl weight."})
+    ppl_max: float = field(default=1.2, metadata={"help": "Upper clamp of the ppl weight."})
+    position_alpha: float = field(default=0.1, metadata={"help": "α of the position bonus (paper: 0.1)."})
+    position_k: float = field(default=15.0, metadata={"help": "Sigmoid steepness k of the position bonus."})
+    position_cap: float = field(default=0.5, metadata={"help": "The bonus is at most this fraction of |A|."})
+    entropy_top_ratio: float = field(default=0.2, metadata={"help": "ρ of entropy-top: share of the batch's "
+                                                                     "tokens (highest entropy) that keep a gradient."})
+
+
+@SHAPERS.register("none")
+def no_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
+    """Plain GRPO: Ã = A."""
+    return advantages
+
+
+def _ppl_weight(logppl, group_ids, sign: float, cfg) -> torch.Tensor:
+    w = standardized_logppl(logppl, group_ids)
+    return torch.clamp(1 + sign * cfg.ppl_alpha * w, cfg.ppl_min, cfg.ppl_max)
+
+
+@SHAPERS.register("ppl")
+def ppl_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
+    """GRPO+PPL (PAPER §4.1): favour low-perplexity responses.
+
+        Ã_{i,t} = A_{i,t} · clamp(1 − α·w_i, ppl_min, ppl_max),   w = group-standardised log-PPL (§1.4)
+
+    w_i < 0 (low PPL) enlarges |A|, w_i > 0 damps it; shapes [B, T] → [B, T], weight [B].  The weight *is*
+    applied here: the paper's released ``compute_policy_loss`` computes it on this branch and drops it (a no-op
+    run); we implement the paper's formula instead.
+    """
+    return advantages * _ppl_weight(logppl, group_ids, -1.0, cfg)[:, None].to(advantages.dtype)
+
+
+@SHAPERS.register("ppl-high")
+def ppl_high_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
+    """The high-PPL ablation (``use_ppl_high``): Ã = A · clamp(1 + α·w, ppl_min, ppl_max), [B, T] → [B, T]."""
+    return advantages * _ppl_weight(logppl, group_ids, +1.0, cfg)[:, None].to(advantages.dtype)
+
+
+def _add_bonus(advantages, mask, raw_bonus, cfg):
+    """A + sign(A) · min(raw_bonus, cap·|A|) on valid tokens."""
+    bonus = torch.minimum(raw_bonus, cfg.position_cap * advantages.abs())
+    return (advantages + torch.sign(advantages) * bonus) * mask
+
+
+@SHAPERS.register("position")
+def position_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
+    """GRPO+POSITION (PAPER §4.2): later tokens get more reward (A > 0) or more penalty (A < 0).
+
+        b_{i,t} = min(α · σ(k·(r_{i,t} − 0.5)), cap·|A_{i,t}|),   Ã_{i,t} = A_{i,t} + sign(A_{i,t}) · b_{i,t}
+
+    Defaults α = 0.1, k = 15, cap = 0.5; tokens with A = 0 are unchanged.  [B, T] → [B, T].
+    """
+    raw = cfg.position_alpha * torch.sigmoid(cfg.position_k * (rel_pos - 0.5))
+    return _add_bonus(advantages, mask, raw.to(advantages.dtype), cfg)
+
+
+@SHAPERS.register("position-begin")
+def position_begin_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
+    """The mirror of ``position``: early tokens get the bonus, b = min(α · σ(k·(0.5 − r)), cap·|A|)."""
+    raw = cfg.position_alpha * torch.sigmoid(cfg.position_k * (0.5 - rel_pos))
+    return _add_bonus(advantages, mask, raw.to(advantages.dtype), cfg)
+
+
+@SHAPERS.register("entropy-top")
+def entropy_top_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
+    """The 80/20 method (Wang et al. 2025, arXiv 2506.01939): only the batch's top-ρ entropy tokens learn.
+
+    With n valid tokens and k = ceil(ρ·n) of them kept (highest rollout entropy; ties broken by position in
+    the flattened batch)::
+
+        Ã_{i,t} = A_{i,t} · (n / k) · 1[token (i,t) kept]
+
+    The n/k factor makes the trainer's token mean over all n tokens equal the mean over the k kept tokens,
+    i.e. the masked loss of TRL's ``top_entropy_quantile``.  [B, T] → [B, T].
+    """
+    valid = mask.bool()
+    n = int(valid.sum())
+    if n == 0:
+        return advantages
+    k = max(1, int(torch.ceil(torch.tensor(cfg.entropy_top_ratio * n)).item()))
+    flat = torch.where(valid, entropy.double(), torch.full_like(entropy, -torch.inf, dtype=torch.float64)).flatten()
+    # stable sort: equal entropies keep batch order, so the choice is deterministic
+    order = torch.sort(-flat, stable=True).indices[:k]
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[order] = True
+    return advantages * keep.view_as(advantages).to(advantages.dtype) * (n / k)
+
+
+@SHAPERS.register("positive-only")
+def positive_only_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
+    """Learn from positive samples only (PAPER §4.3 ``positive_only``): Ã = A · 1[A > 0].
+
+    The token mean still divides by all tokens, so the surviving tokens' weight is unchanged."""
+    return advantages * (advantages > 0).to(advantages.dtype)
+
+
+@SHAPERS.register("negative-only")
+def negative_only_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
+    """Learn from negative samples only (PAPER §4.3 ``negative_only``): Ã = A · 1[A < 0]."""
+    return advantages * (advantages < 0).to(advantages.dtype)

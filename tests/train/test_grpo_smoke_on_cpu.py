@@ -1,0 +1,119 @@
+"""A few steps of the real trainer on a minuscule model: checkpoints, steps.parquet, rollouts, resume, --from."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import polars as pl
+import pytest
+import torch
+
+import entropy_lens
+from entropy_lens.checkpoints import discover
+from entropy_lens.cli import main
+from entropy_lens.models import TinyModelConfig, build_tiny_model
+from entropy_lens.tasks.arith import verify
+from entropy_lens.tasks import Verdict
+from entropy_lens.train import grpo
+from entropy_lens.train.config import TrainConfig
+
+TINY = dict(sft_steps=3, sft_batch_size=8, prompts_per_step=2, group_size=4, max_gen_rounds=2, max_new_tokens=16,
+            overlong_buffer=4, eval_every=2, save_every=2, eval_samples=1, lr=1e-3, warmup_steps=1)
+
+
+@pytest.fixture(autouse=True)
+def minuscule(monkeypatch):
+    """A 2-layer width-32 model, and a verifier that calls even-length responses correct, so groups are
+    mixed and every step updates (a random model never gets an arith answer right)."""
+    small = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                            max_positions=64)
+    monkeypatch.setattr(grpo, "build_tiny_model", lambda tok, seed=0: build_tiny_model(tok, small, seed=seed))
+
+    def fake_verify(response: str, gold: str) -> Verdict:
+        ok = len(response) % 2 == 0
+        return Verdict(answer=None, format_ok=ok, correct=ok, reward=1.0 if ok else -1.0)
+
+    monkeypatch.setattr(grpo, "verify", fake_verify)
+
+
+def frame(run):
+    return pl.read_parquet(run / "steps.parquet").drop(pl.selectors.starts_with("seconds_"))
+
+
+def test_train_writes_a_readable_run(tmp_path):
+    run = tmp_path / "run"
+    summary = grpo.train(TrainConfig(out=str(run), steps=3, **TINY))
+    assert summary.last_step == 3
+    assert [c.step for c in discover(run)] == [0, 2, 3]
+    assert sorted(p.parent.name for p in run.glob("checkpoints/*/trainer_state.pt")) == ["step_3"]
+    steps = pl.read_parquet(run / "steps.parquet")
+    assert steps["step"].to_list() == [0, 1, 2, 3]
+    assert steps["eval_accuracy"].is_null().to_list() == [False, True, False, False]
+    for col in ("reward_mean", "accuracy", "entropy", "entropy_pos", "entropy_neg", "entropy_pos_sample",
+                "entropy_neg_sample", "response_length", "clip_frac_low", "clip_frac_high", "cov_logp_adv",
+                "seconds_sample", "seconds_score", "seconds_update"):
+        assert steps[col][:3].null_count() == 0, col
+    store = entropy_lens.open(run)
+    assert store.manifest["kind"] == "train" and store.completed_steps == [0, 1, 2]
+    samples = store.samples.collect()
+    tokens = store.tokens.collect()
+    assert set(samples["source"]) == {"train"}
+    assert len(tokens) == samples["length"].sum()
+    kept = tokens.filter(pl.col("advantage").is_not_null())
+    assert len(kept) > 0 and kept["shaped_advantage"].null_count() == 0
+    assert (kept["advantage"] == kept["shaped_advantage"]).all()  # --shaping none
+    # the stored log-probs are the rollout policy's: re-scoring step 0 under checkpoint 0 gives them back
+    from entropy_lens.capture.scoring import score
+    from entropy_lens.models import load_checkpoint
+    model, tok = load_checkpoint(run / "checkpoints" / "step_0")
+    s0 = samples.filter(pl.col("step") == 0).sort("prompt_id", "sample_id")
+    t0 = tokens.filter(pl.col("step") == 0).sort("prompt_id", "sample_id", "position")
+    resp = t0.group_by(["prompt_id", "sample_id"], maintain_order=True).agg("token_id")["token_id"].to_list()
+    prompts = [tok(p)["input_ids"] for p in s0["prompt"]]
+    again = score(model, prompts, resp)
+    assert torch.allclose(torch.from_numpy(again.logprob), t0["logprob"].to_torch(), atol=1e-5)
+
+
+def test_resume_repeats_an_uninterrupted_run(tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    grpo.train(TrainConfig(out=str(straight), steps=4, **TINY))
+    grpo.train(TrainConfig(out=str(stopped), steps=2, **TINY))
+    grpo.train(TrainConfig(out=str(stopped), steps=4, **TINY))  # resumes from checkpoints/step_2
+    assert frame(straight).equals(frame(stopped))
+    a = entropy_lens.open(straight).tokens.collect()
+    b = entropy_lens.open(stopped).tokens.collect()
+    assert a.equals(b)
+    wa = (straight / "checkpoints" / "step_4" / "model.safetensors").read_bytes()
+    wb = (stopped / "checkpoints" / "step_4" / "model.safetensors").read_bytes()
+    assert wa == wb
+
+
+def test_branch_from_checkpoint_with_position_shaping_via_cli(tmp_path, capsys):
+    base = tmp_path / "base"
+    grpo.train(TrainConfig(out=str(base), steps=2, **TINY))
+    branch = tmp_path / "branch"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "sft_steps"]
+    assert main(["train", "--out", str(branch), "--from", str(base / "checkpoints" / "step_2"),
+                 "--shaping", "position", "--steps", "2", "--window", "3:", *flags]) == 0
+    assert str(branch) in capsys.readouterr().out
+    steps = pl.read_parquet(branch / "steps.parquet")
+    assert steps["step"].to_list() == [2, 3, 4]
+    assert steps["shaping_active"].to_list() == [False, True, None]
+    tokens = entropy_lens.open(branch).tokens.filter(pl.col("advantage").is_not_null()).collect()
+    on = tokens.filter(pl.col("step") == 3)
+    off = tokens.filter(pl.col("step") == 2)
+    assert (off["advantage"] == off["shaped_advantage"]).all()
+    assert ((on["shaped_advantage"] - on["advantage"]).abs() > 0).any()
+    assert [c.step for c in discover(branch)] == [2, 4]
+
+
+def test_unknown_shaper_is_a_user_error(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "x"), "--shaping", "positon"]) == 2
+    assert "did you mean 'position'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_config_settings_exclude_run_length():
+    s = TrainConfig().settings()
+    assert "steps" not in s and "out" not in s and s["shaping"] == "none"
+    assert {f.name for f in dataclasses.fields(TrainConfig)} >= {"ppl_alpha", "position_k", "window", "init_from"}
