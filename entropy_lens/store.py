@@ -258,8 +258,22 @@ class Store:
         steps = self.manifest["completed"].get(table, [])
         paths = [str(partition_path(self.root, table, s)) for s in steps]
         if not paths:
-            return pl.LazyFrame(schema=pl.from_arrow(SCHEMAS[table].empty_table()).schema)
-        return pl.scan_parquet(paths, hive_partitioning=False)
+            lf = pl.LazyFrame(schema=pl.from_arrow(SCHEMAS[table].empty_table()).schema)
+        else:
+            lf = pl.scan_parquet(paths, hive_partitioning=False)
+        _set_step_scans(lf, {s: _FileScan(p) for s, p in zip(steps, paths)})
+        return lf
+
+    def tokens_with_updates(self) -> pl.LazyFrame:
+        """View: the ``tokens`` rows of every step that has ``updates``, with ``next_step`` and ``logprob_next``.
+
+        The same rows as ``tokens ⋈ updates`` on (step, prompt_id, sample_id, position), without a hash join:
+        both tables' partitions are written sorted by that key, one row per token, so each step's two files
+        are paired row for row and concatenated horizontally.  Each step is checked first (row counts from
+        the Parquet footers, then the four key columns compared row by row, which reads only the keys); a
+        step that is not aligned is joined instead.  Pass it as ``tokens=`` to the Δp analyses.
+        """
+        return pair_steps(self.tokens, self.updates, ("next_step", "logprob_next"))
 
     @property
     def tokens(self) -> pl.LazyFrame:
@@ -292,3 +306,112 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r}, kind={self.manifest.get('kind')!r}, steps={self.completed_steps})"
+
+
+# ------------------------------------------------------------------------------------ step-wise reading
+# LazyFrames returned by :class:`Store` remember their partitions: analyses that work one step at a time
+# (exact per-step quantiles, row-for-row pairing of tokens and updates) read each step's file directly
+# instead of filtering the whole scan.  Any other LazyFrame falls back to ``filter(step == s)``.
+_STEP_ATTR = "_entropy_lens_steps"
+TOKEN_KEY = [*_KEY, "position"]
+
+
+class _FileScan:
+    """One partition file: its scan, and its row count from the Parquet footer (no data read)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def scan(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.path, hive_partitioning=False)
+
+    def num_rows(self) -> int | None:
+        try:
+            return pq.ParquetFile(self.path).metadata.num_rows
+        except OSError:
+            return None
+
+
+class _FrameScan:
+    def __init__(self, lf: pl.LazyFrame):
+        self.lf = lf
+
+    def scan(self) -> pl.LazyFrame:
+        return self.lf
+
+    def num_rows(self) -> int | None:
+        return None
+
+
+def _set_step_scans(lf: pl.LazyFrame, scans: dict) -> None:
+    setattr(lf, _STEP_ATTR, scans)
+
+
+def step_scans(lf: pl.LazyFrame) -> dict[int, pl.LazyFrame] | None:
+    """``{step: LazyFrame of that step's rows}`` for a frame returned by :class:`Store` (or its
+    :meth:`Store.tokens_with_updates` view) as it was returned; ``None`` for any other frame."""
+    scans = getattr(lf, _STEP_ATTR, None)
+    return None if scans is None else {s: sc.scan() for s, sc in scans.items()}
+
+
+def _step_sources(lf: pl.LazyFrame) -> dict | None:
+    return getattr(lf, _STEP_ATTR, None)
+
+
+def discover_steps(*frames: pl.LazyFrame) -> list[dict]:
+    """Per frame, its step sources: the remembered partitions, else ``filter(step == s)`` for each distinct
+    step (found with one scan of the ``step`` column of the frames that need it)."""
+    out: list[dict | None] = [_step_sources(f) for f in frames]
+    todo = [i for i, o in enumerate(out) if o is None]
+    if todo:
+        found = pl.collect_all([frames[i].select(pl.col("step").unique().drop_nulls()) for i in todo])
+        for i, df in zip(todo, found):
+            out[i] = {int(s): _FrameScan(frames[i].filter(pl.col("step") == s)) for s in sorted(df["step"].to_list())}
+    return out  # type: ignore[return-value]
+
+
+def keys_aligned(t: pl.DataFrame, u: pl.DataFrame) -> bool:
+    """True when ``t`` and ``u`` hold the same (step, prompt_id, sample_id, position) keys in the same order."""
+    if t.height != u.height:
+        return False
+    try:
+        return all(t[k].equals(u[k], check_dtypes=False, check_names=False) for k in TOKEN_KEY)
+    except Exception:  # incomparable key types: let the join decide
+        return False
+
+
+def pair_steps(tokens: pl.LazyFrame, updates: pl.LazyFrame, columns=("logprob_next",)) -> pl.LazyFrame:
+    """``tokens`` with the ``columns`` of ``updates`` (an inner join on the token key), paired step by step.
+
+    For each step in both frames: when the two sides hold the same keys in the same order (checked now,
+    reading only the key columns; the Parquet footers' row counts first when known) the step is a
+    horizontal concatenation; otherwise that step is an inner join.  Steps missing from either side are
+    left out, as the join would.  The result remembers its steps (:func:`step_scans`).
+    """
+    columns = list(columns)
+    t_src, u_src = discover_steps(tokens, updates)
+    steps = sorted(set(t_src) & set(u_src))
+    t_names = tokens.collect_schema().names()
+    todo = []
+    for s in steps:
+        nt, nu = t_src[s].num_rows(), u_src[s].num_rows()
+        if nt is not None and nu is not None and nt != nu:
+            continue
+        todo.append(s)
+    key_frames = pl.collect_all([q for s in todo for q in (t_src[s].scan().select(TOKEN_KEY),
+                                                           u_src[s].scan().select(TOKEN_KEY))]) if todo else []
+    aligned = {s: keys_aligned(key_frames[2 * i], key_frames[2 * i + 1]) for i, s in enumerate(todo)}
+    parts: dict[int, _FrameScan] = {}
+    for s in steps:
+        t, u = t_src[s].scan(), u_src[s].scan()
+        if aligned.get(s, False):
+            lf = pl.concat([t, u.select(columns)], how="horizontal")
+        else:
+            lf = t.join(u.select(*TOKEN_KEY, *columns), on=TOKEN_KEY, how="inner").select(*t_names, *columns)
+        parts[s] = _FrameScan(lf)
+    if parts:
+        out = pl.concat([p.lf for p in parts.values()], how="vertical")
+    else:
+        out = tokens.join(updates.select(*TOKEN_KEY, *columns), on=TOKEN_KEY, how="inner")
+    _set_step_scans(out, parts)
+    return out

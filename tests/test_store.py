@@ -73,3 +73,23 @@ def test_unknown_or_missing_columns_are_bugs(tmp_path):
         del t["entropy"]
         with pytest.raises(ValueError, match="missing required column 'entropy'"):
             w.write_step(0, tokens=t)
+
+
+def test_tokens_with_updates_view_pairs_rows_and_joins_misaligned_steps(tmp_path):
+    def updates(step, positions):
+        n = len(positions)
+        return dict(step=[step] * n, next_step=[step + 1] * n, prompt_id=[0] * n, sample_id=[0] * n,
+                    position=positions, logprob_next=[-0.1 * (p + 1) for p in positions])
+
+    with StoreWriter(tmp_path, kind="train", settings={}) as w:
+        w.write_step(0, tokens=tokens(0, 4), updates=updates(0, [0, 1, 2, 3]))  # aligned: paired row for row
+        w.write_step(1, tokens=tokens(1, 4), updates=updates(1, [0, 2, 3]))  # a row missing: joined
+        w.write_step(2, tokens=tokens(2, 4))  # no updates: left out, as by the join
+    store = entropy_lens.open(tmp_path)
+    view = store.tokens_with_updates().collect()
+    want = store.tokens.join(store.updates.select("step", "prompt_id", "sample_id", "position", "next_step", "logprob_next"),
+                             on=["step", "prompt_id", "sample_id", "position"], how="inner").collect()
+    key = ["step", "position"]
+    assert view.columns == want.columns
+    assert view.sort(key).equals(want.sort(key))
+    assert view["step"].to_list().count(1) == 3 and 2 not in view["step"].to_list()

@@ -14,8 +14,19 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from entropy_lens.analysis._common import TOKEN_KEY, add_stage, collect, flag_top_fraction, lazy, require
-from entropy_lens.analysis.updates import token_updates
+from entropy_lens.analysis._common import (
+    TOKEN_KEY,
+    StepPairs,
+    add_delta_p,
+    check_top_frac,
+    collect,
+    lazy,
+    prefetch,
+    require,
+    select_steps,
+    top_flag,
+    top_fraction_threshold,
+)
 
 CATEGORIES = ("formal", "logical", "metacognitive", "support")
 
@@ -88,7 +99,7 @@ def _with_category(lf: pl.LazyFrame, vocab, lexicon) -> pl.LazyFrame:
 def category_updates(
     *,
     tokens: pl.LazyFrame,
-    updates: pl.LazyFrame,
+    updates: pl.LazyFrame | None = None,
     vocab: pl.LazyFrame,
     lexicon: Lexicon | None = None,
     top_frac: float = 0.01,
@@ -103,18 +114,43 @@ def category_updates(
     (category's share of Σ|Δp|), ``entropy_mean`` (nats).  Finding to reproduce: formal tokens are
     over-represented among the significant updates (``share_of_significant > share_tokens``).
     """
-    lf = add_stage(token_updates(tokens=require(lazy(tokens, "tokens"), [*TOKEN_KEY, "token_id", "entropy"], "tokens"), updates=updates), boundary, stage)
-    lf = flag_top_fraction(lf, "abs_delta_p", top_frac, "significant")
-    lf = _with_category(lf, vocab, lexicon)
-    df = collect(
-        lf.group_by("stage", "category").agg(
-            pl.len().cast(pl.Int64).alias("n"),
-            pl.col("abs_delta_p").mean().alias("mean_abs_delta_p"),
-            pl.col("significant").mean().alias("share_significant"),
-            pl.col("significant").sum().alias("_sig"),
-            pl.col("abs_delta_p").sum().alias("_mass"),
-            pl.col("entropy").cast(pl.Float64).mean().alias("entropy_mean"),
+    t = require(lazy(tokens, "tokens"), [*TOKEN_KEY, "token_id", "entropy", "logprob"], "tokens")
+    check_top_frac(top_frac)
+    pairs = StepPairs(t, lazy(updates, "updates") if updates is not None else None)
+    # one step partition at a time: per step and token id, counts and sums; categories joined on the
+    # (≤ vocabulary-sized) totals at the end instead of on every token row
+    parts = []
+    def load(item):  # runs one step ahead, in a background thread
+        return pairs.frame(item[0], ["token_id", "entropy", "logprob"]).pipe(add_delta_p)
+
+    for (step, stage_label), df in prefetch(select_steps(pairs.steps, boundary, stage), load):
+        thr = top_fraction_threshold(df["abs_delta_p"], top_frac)
+        parts.append(
+            df.with_columns(top_flag("abs_delta_p", thr, "significant"))
+            .group_by(pl.col("token_id").cast(pl.Int32))
+            .agg(
+                pl.len().cast(pl.Int64).alias("n"),
+                pl.col("abs_delta_p").sum().alias("_mass"), pl.col("abs_delta_p").count().cast(pl.Int64).alias("_ca"),
+                pl.col("significant").sum().cast(pl.Int64).alias("_sig"),
+                pl.col("entropy").cast(pl.Float64).sum().alias("_se"), pl.col("entropy").count().cast(pl.Int64).alias("_ce"),
+            )
+            .with_columns(pl.lit(stage_label).alias("stage"))
         )
+    schema = {"token_id": pl.Int32, "n": pl.Int64, "_mass": pl.Float64, "_ca": pl.Int64, "_sig": pl.Int64,
+              "_se": pl.Float64, "_ce": pl.Int64, "stage": pl.Utf8}
+    per_id = pl.concat([p.select(list(schema)) for p in parts]) if parts else pl.DataFrame(schema=schema)
+    per_id = per_id.group_by("stage", "token_id").agg(pl.all().sum())
+    cats = classify_vocab(vocab=vocab, lexicon=lexicon).select(pl.col("token_id").cast(pl.Int32), "category")
+    tot = (
+        per_id.join(cats, on="token_id", how="left")
+        .with_columns(pl.col("category").fill_null("support"))
+        .group_by("stage", "category")
+        .agg(pl.col("n", "_mass", "_ca", "_sig", "_se", "_ce").sum())
+    )
+    df = tot.with_columns(
+        (pl.col("_mass") / pl.col("_ca")).alias("mean_abs_delta_p"),
+        (pl.col("_sig") / pl.col("n")).alias("share_significant"),
+        (pl.col("_se") / pl.col("_ce")).alias("entropy_mean"),
     )
     order = {c: i for i, c in enumerate(CATEGORIES)}
     return (

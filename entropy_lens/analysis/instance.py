@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import polars as pl
 
+import numpy as np
+
 from entropy_lens.analysis._common import (
     SAMPLE_KEY,
+    TOKEN_KEY,
+    SamplesByStep,
+    StepPairs,
+    add_delta_p,
     add_stage,
+    check_top_frac,
     collect,
-    flag_top_fraction,
     lazy,
-    per_step_quantile,
+    prefetch,
+    quantiles_linear,
     require,
+    select_steps,
+    top_flag,
+    top_fraction_threshold,
 )
-from entropy_lens.analysis.updates import token_updates
 from entropy_lens.errors import UserError
 from entropy_lens.registry import Registry
 
@@ -123,7 +132,7 @@ def _bucket_order(labels) -> list[str]:
 def ppl_bucket_updates(
     *,
     tokens: pl.LazyFrame,
-    updates: pl.LazyFrame,
+    updates: pl.LazyFrame | None = None,
     samples: pl.LazyFrame,
     bucketing: str = "group_z",
     top_frac: float = 0.01,
@@ -144,22 +153,38 @@ def ppl_bucket_updates(
     """
     s = require(lazy(samples, "samples"), [*SAMPLE_KEY, "correct", "logppl"], "samples")
     buckets = _buckets_lazy(s, bucketing, bucketing_params or {}).select(*SAMPLE_KEY, "ppl_bucket")
-    lf = add_stage(token_updates(tokens=tokens, updates=updates), boundary, stage)
-    lf = flag_top_fraction(lf, "abs_delta_p", top_frac, "top")
-    thr = per_step_quantile(lf, "entropy", high_entropy_quantile, "_h_thr")
-    lf = (
-        lf.join(thr, on="step", how="left")
-        .with_columns((pl.col("entropy") >= pl.col("_h_thr")).fill_null(False).alias("high_entropy"))
-        .join(buckets, on=SAMPLE_KEY, how="inner")
-    )
-    tok = collect(
-        lf.group_by("stage", "ppl_bucket").agg(
+    check_top_frac(top_frac)
+    by_step = SamplesByStep(buckets, ["ppl_bucket"])
+    pairs = StepPairs(require(lazy(tokens, "tokens"), [*TOKEN_KEY, "entropy", "logprob"], "tokens"),
+                      lazy(updates, "updates") if updates is not None else None)
+    high = pl.col("high_entropy")
+    parts = []
+    def load(item):  # runs one step ahead, in a background thread
+        return pairs.frame(item[0], [*SAMPLE_KEY, "entropy", "logprob"]).pipe(add_delta_p)
+
+    # one step partition in memory at a time: both per-step cuts are exact quantiles over the step's rows
+    for (step, stage_label), df in prefetch(select_steps(pairs.steps, boundary, stage), load):
+        thr = top_fraction_threshold(df["abs_delta_p"], top_frac)
+        h_thr = quantiles_linear(df["entropy"], [high_entropy_quantile])[0]
+        if h_thr is not None and df["entropy"].dtype == pl.Float32:  # polars: a Float32 column's quantile is Float32
+            h_thr = float(np.float32(h_thr))
+        high_expr = (pl.lit(False) if h_thr is None else
+                     (pl.col("entropy") >= pl.lit(h_thr, dtype=df["entropy"].dtype)).fill_null(False))
+        df = by_step.join(df.with_columns(top_flag("abs_delta_p", thr, "top"), high_expr.alias("high_entropy")), step)
+        parts.append(df.group_by("ppl_bucket").agg(
             pl.len().cast(pl.Int64).alias("n_tokens"),
             pl.col("top").sum().cast(pl.Int64).alias("n_top"),
-            pl.col("high_entropy").sum().cast(pl.Int64).alias("n_high_entropy"),
-            pl.col("abs_delta_p").filter(pl.col("high_entropy")).mean().alias("mean_abs_delta_p_high_entropy"),
-            pl.col("abs_delta_p").mean().alias("mean_abs_delta_p"),
-        )
+            high.sum().cast(pl.Int64).alias("n_high_entropy"),
+            pl.col("abs_delta_p").filter(high).sum().alias("_sh"), pl.col("abs_delta_p").filter(high).count().cast(pl.Int64).alias("_ch"),
+            pl.col("abs_delta_p").sum().alias("_sa"), pl.col("abs_delta_p").count().cast(pl.Int64).alias("_ca"),
+        ).with_columns(pl.lit(stage_label).alias("stage")))
+    schema = {"stage": pl.Utf8, "ppl_bucket": pl.Utf8, "n_tokens": pl.Int64, "n_top": pl.Int64, "n_high_entropy": pl.Int64,
+              "_sh": pl.Float64, "_ch": pl.Int64, "_sa": pl.Float64, "_ca": pl.Int64}
+    tok = (pl.concat([p.select(list(schema)) for p in parts]) if parts else pl.DataFrame(schema=schema))
+    tok = tok.group_by("stage", "ppl_bucket").agg(pl.all().sum()).select(
+        "stage", "ppl_bucket", "n_tokens", "n_top", "n_high_entropy",
+        pl.when(pl.col("_ch") > 0).then(pl.col("_sh") / pl.col("_ch")).alias("mean_abs_delta_p_high_entropy"),
+        pl.when(pl.col("_ca") > 0).then(pl.col("_sa") / pl.col("_ca")).alias("mean_abs_delta_p"),
     )
     smp = collect(
         add_stage(s.select(*SAMPLE_KEY, "correct"), boundary, stage)

@@ -7,19 +7,29 @@ entropy curve, high at the beginning and at the end of responses.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import polars as pl
 
 from entropy_lens.analysis._common import (
     SAMPLE_KEY,
+    TOKEN_KEY,
+    StepPairs,
+    add_delta_p,
     add_stage,
+    check_top_frac,
     collect,
-    flag_top_fraction,
     lazy,
+    prefetch,
     require,
+    select_steps,
+    top_flag,
+    top_fraction_threshold,
     with_polarity,
 )
-from entropy_lens.analysis.stats import bootstrap_ci
-from entropy_lens.analysis.updates import token_updates
+from entropy_lens.analysis.stats import bootstrap_cis
+from entropy_lens.store import discover_steps
 from entropy_lens.errors import UserError
 
 
@@ -77,7 +87,7 @@ def entropy_by_position(
 def update_by_position(
     *,
     tokens: pl.LazyFrame,
-    updates: pl.LazyFrame,
+    updates: pl.LazyFrame | None = None,
     n_bins: int = 20,
     top_frac: float = 0.01,
     boundary=None,
@@ -89,16 +99,32 @@ def update_by_position(
     ``mean_abs_delta_p``, ``share_significant`` (share of the bin's tokens in the per-step top-``top_frac``
     |Δp|), ``share_of_significant`` (the bin's share of all significant tokens).
     """
-    lf = add_stage(token_updates(tokens=tokens, updates=updates), boundary, stage).with_columns(_bin_expr(n_bins))
-    lf = flag_top_fraction(lf, "abs_delta_p", top_frac, "significant")
-    df = collect(
-        lf.group_by("pos_bin").agg(
-            pl.len().cast(pl.Int64).alias("n"),
-            pl.col("entropy").cast(pl.Float64).mean().alias("entropy_mean"),
-            pl.col("abs_delta_p").mean().alias("mean_abs_delta_p"),
-            pl.col("significant").mean().alias("share_significant"),
-            pl.col("significant").sum().alias("_sig"),
+    check_top_frac(top_frac)
+    bin_expr = _bin_expr(n_bins)
+    pairs = StepPairs(require(lazy(tokens, "tokens"), [*TOKEN_KEY, "rel_position", "entropy", "logprob"], "tokens"),
+                      lazy(updates, "updates") if updates is not None else None)
+    parts = []
+    sel = [s for s, _ in select_steps(pairs.steps, boundary, stage)]
+    for _, df in pairs.frames(sel, ["rel_position", "entropy", "logprob"]):  # one step in memory at a time
+        df = df.pipe(add_delta_p)
+        thr = top_fraction_threshold(df["abs_delta_p"], top_frac)
+        parts.append(
+            df.with_columns(bin_expr, top_flag("abs_delta_p", thr, "significant"))
+            .group_by("pos_bin")
+            .agg(
+                pl.len().cast(pl.Int64).alias("n"),
+                pl.col("entropy").cast(pl.Float64).sum().alias("_se"), pl.col("entropy").count().cast(pl.Int64).alias("_ce"),
+                pl.col("abs_delta_p").sum().alias("_sa"), pl.col("abs_delta_p").count().cast(pl.Int64).alias("_ca"),
+                pl.col("significant").sum().cast(pl.Int64).alias("_sig"),
+            )
         )
+    schema = {"pos_bin": pl.Int64, "n": pl.Int64, "_se": pl.Float64, "_ce": pl.Int64, "_sa": pl.Float64, "_ca": pl.Int64,
+              "_sig": pl.Int64}
+    df = (pl.concat([p.select(list(schema)) for p in parts]) if parts else pl.DataFrame(schema=schema))
+    df = df.group_by("pos_bin").agg(pl.all().sum()).with_columns(
+        pl.when(pl.col("_ce") > 0).then(pl.col("_se") / pl.col("_ce")).alias("entropy_mean"),
+        pl.when(pl.col("_ca") > 0).then(pl.col("_sa") / pl.col("_ca")).alias("mean_abs_delta_p"),
+        (pl.col("_sig") / pl.col("n")).alias("share_significant"),
     )
     return (
         df.with_columns(*_bin_bounds(n_bins), (pl.col("_sig") / pl.col("_sig").sum()).alias("share_of_significant"))
@@ -134,15 +160,15 @@ def u_shape_summary(
     if not 0.0 < edge < 0.5:
         raise UserError(f"edge must be in (0, 0.5), got {edge}")
     t = require(lazy(tokens, "tokens"), [*SAMPLE_KEY, "position", "entropy"], "tokens")
-    lf = add_stage(t.select(*SAMPLE_KEY, "position", "entropy"), boundary, stage)
-    # token centre (t + 0.5)/L, L = the response's token count: a 8-token response still has an end region
-    r = (pl.col("position").cast(pl.Float64) + 0.5) / pl.len()
-    h = pl.col("entropy").cast(pl.Float64)
-    per = lf.group_by(*SAMPLE_KEY).agg(
-        h.filter(r < edge).mean().alias("h_start"),
-        h.filter((r >= edge) & (r < 1.0 - edge)).mean().alias("h_mid"),
-        h.filter(r >= 1.0 - edge).mean().alias("h_end"),
-    )
+    (sources,) = discover_steps(t)
+    frames = []
+    sel = [s for s, _ in select_steps(sources, boundary, stage)]
+    load = lambda step: sources[step].scan().select(*SAMPLE_KEY, "position", "entropy").collect()  # noqa: E731
+    for _, df in prefetch(sel, load):  # one step partition in memory at a time, the next one read meanwhile
+        frames.append(_region_means(df, edge))
+    schema = {**{k: pl.Int32 for k in SAMPLE_KEY}, "h_start": pl.Float64, "h_mid": pl.Float64, "h_end": pl.Float64}
+    per = pl.concat([f.select(pl.col(k).cast(v) for k, v in schema.items()) for f in frames]) if frames else pl.DataFrame(schema=schema)
+    per = per.lazy()
     if samples is not None:
         per = with_polarity(per, lazy(samples, "samples"))
     else:
@@ -151,15 +177,82 @@ def u_shape_summary(
     groups = [("all", df)]
     if samples is not None:
         groups += [(p, df.filter(pl.col("polarity") == p)) for p in ("positive", "negative")]
-    rows = []
-    for pol, d in groups:
+    def boot(d: pl.DataFrame) -> list:
         contrasts = {
             "start-middle": (d["h_start"] - d["h_mid"]).to_numpy(),
             "end-middle": (d["h_end"] - d["h_mid"]).to_numpy(),
             "ends-middle": ((d["h_start"] + d["h_end"]) / 2 - d["h_mid"]).to_numpy(),
         }
-        for name, v in contrasts.items():
-            e = bootstrap_ci(v, n_boot=n_boot, seed=seed, level=level)
+        # the three contrasts of a group resample the same responses: one draw of indices serves all three
+        return list(zip(contrasts, bootstrap_cis(list(contrasts.values()), n_boot=n_boot, seed=seed, level=level)))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # numpy releases the GIL in the draws and gathers
+        results = list(pool.map(boot, [d for _, d in groups]))
+    rows = []
+    for (pol, _), res in zip(groups, results):
+        for name, e in res:
             rows.append(dict(polarity=pol, contrast=name, estimate=e.estimate, ci_low=e.ci_low, ci_high=e.ci_high, n=e.n))
     schema = dict(polarity=pl.Utf8, contrast=pl.Utf8, estimate=pl.Float64, ci_low=pl.Float64, ci_high=pl.Float64, n=pl.Int64)
     return pl.DataFrame(rows, schema=schema)
+
+
+def _region_means(df: pl.DataFrame, edge: float) -> pl.DataFrame:
+    """Per response of one step: mean entropy of its start / middle / end region (see :func:`u_shape_summary`).
+
+    Store partitions are sorted with positions 0..L−1 in each response: then the regions are three runs of
+    rows per response, cut where ``(t + 0.5)/L`` crosses ``edge`` and ``1 − edge`` (found per response,
+    with the same floating-point comparisons), and summed with ``np.add.reduceat``.  Any other layout (or
+    null entropies) takes the general group-by.
+    """
+    n = df.height
+    if n == 0:
+        return df.select(*SAMPLE_KEY).with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("h_start", "h_mid", "h_end"))
+    pid, sid = df["prompt_id"].to_numpy(), df["sample_id"].to_numpy()
+    pos = df["position"].to_numpy()
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(pid[1:], pid[:-1], out=new[1:])
+    new[1:] |= sid[1:] != sid[:-1]
+    starts = np.flatnonzero(new)
+    ps, ss = pid[starts], sid[starts]
+    fast = (
+        df["entropy"].null_count() == 0
+        and df["step"].n_unique() == 1
+        and bool(np.all((ps[1:] > ps[:-1]) | ((ps[1:] == ps[:-1]) & (ss[1:] > ss[:-1]))))  # each response one run
+        and bool(np.all(pos[starts] == 0))
+        and bool(np.all(np.diff(pos)[~new[1:]] == 1))  # positions 0, 1, ..., L−1 within a response
+    )
+    if not fast:
+        r = (pl.col("position").cast(pl.Float64) + 0.5) / pl.len()
+        h = pl.col("entropy").cast(pl.Float64)
+        return df.group_by(*SAMPLE_KEY).agg(
+            h.filter(r < edge).mean().alias("h_start"),
+            h.filter((r >= edge) & (r < 1.0 - edge)).mean().alias("h_mid"),
+            h.filter(r >= 1.0 - edge).mean().alias("h_end"),
+        )
+    length = np.diff(np.append(starts, n)).astype(np.int64)
+    inv = 1.0 / length.astype(np.float64)  # polars divides a column by a scalar as a product with its inverse
+
+    def cut(bound: float) -> np.ndarray:
+        """Per response, the number of positions t (from 0) with (t + 0.5)·(1/L) < bound: it grows with t."""
+        c = np.clip(np.ceil(bound * length - 0.5), 0, length).astype(np.int64)
+        for _ in range(8):  # fix the rounding of the first guess with the exact comparison
+            down = (c > 0) & (((c - 1) + 0.5) * inv >= bound)
+            up = (c < length) & ((c + 0.5) * inv < bound)
+            if not (down.any() or up.any()):
+                break
+            c = c - down + up
+        return c
+
+    a, b = cut(edge), cut(1.0 - edge)
+    h = np.zeros(n + 1)  # one trailing 0 so that a region may end at the last row (index n)
+    h[:n] = df["entropy"].to_numpy()
+    idx = np.stack([starts, starts + a, starts + b], axis=1).ravel()
+    sums = np.add.reduceat(h, idx).reshape(-1, 3)  # empty regions give junk here, masked by their count
+    counts = np.stack([a, b - a, length - b], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return pl.DataFrame({
+        "step": np.full(starts.size, df["step"][0]), "prompt_id": ps, "sample_id": ss,
+        "h_start": means[:, 0], "h_mid": means[:, 1], "h_end": means[:, 2],
+    }).with_columns(pl.col("h_start", "h_mid", "h_end").fill_nan(None))

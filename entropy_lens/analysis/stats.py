@@ -51,6 +51,20 @@ def _apply(stat: Callable, draws: np.ndarray) -> np.ndarray:
     return np.array([stat(row) for row in draws], dtype=float)
 
 
+BOOT_BLOCK_ELEMENTS = 1 << 22  # resample indices drawn per block (32 MiB of int64), whatever n_boot and n
+
+
+def _boot_blocks(n_boot: int, n: int):
+    """``(start, stop)`` row ranges of the (n_boot × n) resample matrix, a few million entries each.
+
+    Drawing the matrix block by block with the same generator gives exactly the same indices as drawing it at
+    once (numpy fills it in row-major order from one stream), so results do not depend on the block size.
+    """
+    rows = max(1, BOOT_BLOCK_ELEMENTS // max(n, 1))
+    for i in range(0, n_boot, rows):
+        yield i, min(n_boot, i + rows)
+
+
 def bootstrap_ci(
     values,
     stat: Callable = np.mean,
@@ -74,11 +88,48 @@ def bootstrap_ci(
     if n < 2:
         return Estimate(est, float("nan"), float("nan"), n, level)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    boots = _apply(stat, x[idx])
+    boots = np.empty(n_boot, dtype=float)
+    for i, j in _boot_blocks(n_boot, n):  # bounded memory: never the whole (n_boot × n) matrix
+        boots[i:j] = _apply(stat, x[rng.integers(0, n, size=(j - i, n))])
     a = (1.0 - level) / 2.0
     lo, hi = np.nanquantile(boots, [a, 1.0 - a])
     return Estimate(est, float(lo), float(hi), n, level)
+
+
+def bootstrap_cis(
+    columns,
+    stat: Callable = np.mean,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[Estimate]:
+    """``[bootstrap_ci(c, stat, n_boot, seed, level) for c in columns]``, the same numbers, faster.
+
+    Calls with one seed on equally long columns resample the same rows; when the columns have the same
+    NaNs (so the same rows are kept) the indices are drawn once per block and shared.  Otherwise each
+    column goes through :func:`bootstrap_ci`.
+    """
+    _check_level(level)
+    xs = [np.asarray(c, dtype=float) for c in columns]
+    masks = [~np.isnan(x) for x in xs]
+    if len(xs) < 2 or any(m.shape != masks[0].shape or not np.array_equal(m, masks[0]) for m in masks):
+        return [bootstrap_ci(x, stat=stat, n_boot=n_boot, seed=seed, level=level) for x in xs]
+    xs = [x[masks[0]] for x in xs]
+    n = int(xs[0].size)
+    if n < 2:
+        return [bootstrap_ci(x, stat=stat, n_boot=n_boot, seed=seed, level=level) for x in xs]
+    rng = np.random.default_rng(seed)
+    boots = [np.empty(n_boot, dtype=float) for _ in xs]
+    for i, j in _boot_blocks(n_boot, n):
+        idx = rng.integers(0, n, size=(j - i, n))
+        for b, x in zip(boots, xs):
+            b[i:j] = _apply(stat, x[idx])
+    a = (1.0 - level) / 2.0
+    out = []
+    for b, x in zip(boots, xs):
+        lo, hi = np.nanquantile(b, [a, 1.0 - a])
+        out.append(Estimate(float(stat(x)), float(lo), float(hi), n, level))
+    return out
 
 
 def diff_means_ci(a, b, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Estimate:
@@ -97,8 +148,11 @@ def diff_means_ci(a, b, n_boot: int = 1000, seed: int = 0, level: float = 0.95) 
     if a.size < 2 or b.size < 2:
         return Estimate(est, float("nan"), float("nan"), n, level)
     rng = np.random.default_rng(seed)
-    ma = a[rng.integers(0, a.size, size=(n_boot, a.size))].mean(axis=1)
-    mb = b[rng.integers(0, b.size, size=(n_boot, b.size))].mean(axis=1)
+    ma, mb = np.empty(n_boot), np.empty(n_boot)
+    for i, j in _boot_blocks(n_boot, a.size):
+        ma[i:j] = a[rng.integers(0, a.size, size=(j - i, a.size))].mean(axis=1)
+    for i, j in _boot_blocks(n_boot, b.size):
+        mb[i:j] = b[rng.integers(0, b.size, size=(j - i, b.size))].mean(axis=1)
     q = (1.0 - level) / 2.0
     lo, hi = np.quantile(ma - mb, [q, 1.0 - q])
     return Estimate(est, float(lo), float(hi), n, level)
@@ -146,13 +200,15 @@ def slope_ci(x, y, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Es
     if n < 3:
         return Estimate(est, float("nan"), float("nan"), n, level)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    xb, yb = x[idx], y[idx]
-    xc = xb - xb.mean(axis=1, keepdims=True)
-    yc = yb - yb.mean(axis=1, keepdims=True)
-    den = (xc * xc).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boots = np.where(den > 0, (xc * yc).sum(axis=1) / den, np.nan)
+    boots = np.empty(n_boot)
+    for i, j in _boot_blocks(n_boot, n):
+        idx = rng.integers(0, n, size=(j - i, n))
+        xb, yb = x[idx], y[idx]
+        xc = xb - xb.mean(axis=1, keepdims=True)
+        yc = yb - yb.mean(axis=1, keepdims=True)
+        den = (xc * xc).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boots[i:j] = np.where(den > 0, (xc * yc).sum(axis=1) / den, np.nan)
     q = (1.0 - level) / 2.0
     lo, hi = np.nanquantile(boots, [q, 1.0 - q])
     return Estimate(est, float(lo), float(hi), n, level)
