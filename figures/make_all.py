@@ -1,37 +1,138 @@
-"""`make figures`: the whole pipeline on the embedded default, from nothing.
+"""`make figures`: the whole paper pipeline on the embedded default, from nothing, on 2 CPU cores.
 
-Stages (each a file boundary, each skipped when its output is already complete):
-  1. a run of tiny checkpoints (until the embedded trainer lands: random-initialised models built here);
-  2. `entropy-lens collect` over them into RUN/sweep.
+    python figures/make_all.py --run data/runs/demo [--out figures/out] [--jobs 2] [--scale 1.0]
+
+Stages, each a separate `entropy-lens` process and a file boundary (re-running skips finished work: the
+trainer resumes from its latest checkpoint, collect skips finished steps):
+
+1. `train --out RUN/baseline`: SFT warm-up, then GRPO+DAPO (the baseline). Its knee (analysis.stages) is
+   the rising → plateau boundary s*.
+2. In parallel, `--jobs` at a time, all branched from the baseline:
+   - `train --shaping ppl` and `--shaping ppl-high` from the baseline's post-SFT checkpoint (step 0), as
+     long as the baseline: the paper ran PPL shaping from the start (PAPER.md §3, Fig. R a/b);
+   - `train --shaping position` and `--shaping position-begin` from the baseline's checkpoint at s*, to the
+     baseline's last step: the paper branched its POSITION runs at the plateau (Fig. R c/d);
+   - `collect RUN/baseline --out RUN/baseline/sweep`: every other checkpoint on the held-out set, with
+     updates (Δp between consecutive swept checkpoints);
+3. `intervene RUN/baseline/sweep`: token replacement at high-entropy positions (PAPER §2.2 H, §2.3 K);
+4. every figure script in figures/, then figures/FINDINGS.md.
+
+``--scale`` shrinks step counts for a quick look (the miniature end-to-end test uses it); 1.0 is the
+documented run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from entropy_lens.capture.sweep import CollectConfig, collect
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+FIGURE_SCRIPTS = ("fig1_stages", "fig2_rising", "fig3_plateau", "fig4_instance", "fig5_position",
+                  "fig_methods", "fig_response")
 
 
-def build_placeholder_run(run: Path) -> None:
-    from entropy_lens.models import build_char_tokenizer, build_tiny_model, save_checkpoint
-    from entropy_lens.tasks.arith import ALPHABET
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "entropy_lens", *args]
 
-    tok = build_char_tokenizer(ALPHABET)
-    for step in (0, 10, 20):
-        if not (run / "checkpoints" / f"step_{step}").exists():
-            save_checkpoint(build_tiny_model(tok, seed=step), tok, run / "checkpoints" / f"step_{step}")
+
+def run(name: str, cmd: list[str], log_dir: Path) -> float:
+    """Run one stage with its output in LOG_DIR/NAME.log; raise with the log's tail if it fails."""
+    log = log_dir / f"{name}.log"
+    t0 = time.perf_counter()
+    print(f"[make_all] {name}: {' '.join(cmd[2:])}", flush=True)
+    with open(log, "w") as fh:
+        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+    dt = time.perf_counter() - t0
+    if code != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise SystemExit(f"[make_all] {name} failed (exit {code}) after {dt:.0f}s; log: {log}\n{tail}")
+    print(f"[make_all] {name}: done in {dt:.0f}s (log: {log})", flush=True)
+    return dt
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    from entropy_lens.checkpoints import discover
+
+    return [c.step for c in discover(run_dir)]
+
+
+def plateau_branch_step(baseline: Path) -> int:
+    """The saved checkpoint nearest the baseline's knee, at or before it (the POSITION branch point)."""
+    import entropy_lens
+    from entropy_lens.analysis.stages import detect_stage_boundary, step_curves
+
+    store = entropy_lens.open(baseline)
+    curves = step_curves(tokens=store.tokens, samples=store.samples, steps=store.steps)
+    knee = detect_stage_boundary(curves, "knee").step
+    steps = checkpoint_steps(baseline)
+    return max([s for s in steps if s <= knee] or steps[:1])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", default="data/runs/demo", help="Run folder (created).")
+    ap.add_argument("--run", default="data/runs/demo", help="Experiment folder (created).")
+    ap.add_argument("--out", default=str(HERE / "out"), help="Where figures and FINDINGS.md go.")
+    ap.add_argument("--jobs", type=int, default=2, help="Stages run at once in step 2 (one per core).")
+    ap.add_argument("--scale", type=float, default=1.0, help="Multiply RL/SFT step counts (quick looks, tests).")
+    ap.add_argument("--findings", default=str(HERE / "FINDINGS.md"), help="Where FINDINGS.md is written.")
     args = ap.parse_args()
-    run = Path(args.run)
-    build_placeholder_run(run)
-    print(collect(CollectConfig(checkpoints=str(run), dataset="arith", out=str(run / "sweep"),
-                                samples_per_prompt=4, max_new_tokens=64, max_prompts=16)))
+
+    from entropy_lens.train.config import TrainConfig
+
+    t_start = time.perf_counter()
+    run_dir, out = Path(args.run), Path(args.out)
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    base = run_dir / "baseline"
+    defaults = TrainConfig()
+    rl_steps = max(2, round(defaults.steps * args.scale))
+    sft_steps = max(2, round(defaults.sft_steps * args.scale))
+    every = max(1, round(defaults.save_every * args.scale)) if args.scale < 1 else defaults.save_every
+    sched = ["--steps", str(rl_steps), "--save-every", str(every), "--eval-every", str(every)]
+
+    run("baseline", cli("train", "--out", str(base), "--sft-steps", str(sft_steps), *sched), logs)
+
+    step0 = base / "checkpoints" / "step_0"
+    branch = plateau_branch_step(base)
+    branch_ckpt = base / "checkpoints" / f"step_{branch}"
+    print(f"[make_all] baseline knee → POSITION runs branch at step {branch}", flush=True)
+    branch_steps = max(1, rl_steps - branch)
+    jobs = {
+        # Every other checkpoint (20 RL steps apart): Δp is then the change over 20 updates, and the sweep
+        # fits the 20-minute budget of `make figures` on 2 cores.
+        "sweep": cli("collect", str(base), "--dataset", "arith", "--out", str(base / "sweep"),
+                     "--steps", f"::{2 * every}"),
+        "ppl": cli("train", "--out", str(run_dir / "ppl"), "--shaping", "ppl", "--from", str(step0), *sched),
+        "ppl-high": cli("train", "--out", str(run_dir / "ppl-high"), "--shaping", "ppl-high", "--from", str(step0),
+                        *sched),
+        "position": cli("train", "--out", str(run_dir / "position"), "--shaping", "position", "--from",
+                        str(branch_ckpt), "--steps", str(branch_steps), "--save-every", str(every),
+                        "--eval-every", str(every)),
+        "position-begin": cli("train", "--out", str(run_dir / "position-begin"), "--shaping", "position-begin",
+                              "--from", str(branch_ckpt), "--steps", str(branch_steps), "--save-every",
+                              str(every), "--eval-every", str(every)),
+    }
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run, name, cmd, logs) for name, cmd in jobs.items()]
+        for f in futures:
+            f.result()
+
+    run("intervene", cli("intervene", str(base / "sweep"), "--out", str(run_dir / "interventions.parquet")), logs)
+
+    for name in FIGURE_SCRIPTS:
+        importlib.import_module(name).main(run_dir, out)
+    findings = importlib.import_module("findings")
+    findings.write_findings(run_dir, Path(args.findings))
+    print(f"[make_all] figures in {out}; findings in {args.findings}; "
+          f"total {time.perf_counter() - t_start:.0f}s", flush=True)
     return 0
 
 
