@@ -65,7 +65,7 @@ import torch
 from tqdm.auto import tqdm
 
 from entropy_lens.capture.sampling import BACKENDS, SamplingParams, encode_prompt, eos_token_ids
-from entropy_lens.capture.scoring import _plain_lm_head
+from entropy_lens.capture.scoring import forward_at
 from entropy_lens.capture.sweep import batch_seed, resolve_device
 from entropy_lens.checkpoints import discover, is_model_dir
 from entropy_lens.errors import UserError
@@ -291,30 +291,16 @@ def replacement_tokens(model, prompt_ids: Sequence[Sequence[int]], responses: Se
     Probabilities are of ``softmax(logits / temperature)`` (the argmax does not depend on the temperature).
     """
     device = next(model.parameters()).device
-    pad = getattr(model.config, "pad_token_id", None) or 0
-    plain = _plain_lm_head(model)
     out: list[list[tuple[int, float, float]]] = []
     for lo in range(0, len(responses), batch_size):
         P, R, T = prompt_ids[lo:lo + batch_size], responses[lo:lo + batch_size], positions[lo:lo + batch_size]
-        seqs = [list(p) + list(r) for p, r in zip(P, R)]
-        width = max(len(x) for x in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, x in enumerate(seqs):  # right padding: causal attention never looks at the pads
-            ids[i, : len(x)] = torch.tensor(x)
-            mask[i, : len(x)] = 1
-        rows = torch.tensor([i for i, ts in enumerate(T) for _ in ts], dtype=torch.long, device=device)
-        cols = torch.tensor([len(p) - 1 + t for p, ts in zip(P, T) for t in ts], dtype=torch.long, device=device)
         orig = torch.tensor([r[t] for r, ts in zip(R, T) for t in ts], dtype=torch.long, device=device)
-        ids, mask = ids.to(device), mask.to(device)
-        if plain:
-            hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[rows, cols]
+        x, is_hidden = forward_at(model, P, R, T)
+        if is_hidden:  # only the chosen rows: a [rows × vocab] tile, never the whole sequence's logits
             head = model.get_output_embeddings()
-            logits = hidden @ head.weight.T
-            if head.bias is not None:
-                logits = logits + head.bias
+            logits = x @ head.weight.T if head.bias is None else x @ head.weight.T + head.bias
         else:
-            logits = model(input_ids=ids, attention_mask=mask).logits[rows, cols]
+            logits = x
         z = logits.float() / temperature
         lse = torch.logsumexp(z, dim=-1)
         orig_lp = z.gather(1, orig[:, None])[:, 0] - lse

@@ -33,6 +33,33 @@ def _plain_lm_head(model) -> bool:
             and not getattr(cfg, "final_logit_softcapping", None) and getattr(cfg, "logit_scale", 1.0) in (None, 1.0))
 
 
+def forward_at(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+               positions: Sequence[Sequence[int]]) -> tuple[torch.Tensor, bool]:
+    """One teacher-forced forward over right-padded ``prompt + response`` sequences, read out where response
+    token ``t`` is predicted, for each ``t`` in ``positions[i]`` (flattened in that order).
+
+    Returns ``(x, is_hidden)``: the final hidden states [N, D] when the model's logits are a plain
+    ``hidden @ W.T (+ b)`` — so callers can stream the vocabulary in chunks — else the logits [N, V].
+    Row ``b``, column ``P_b − 1 + t`` predicts response token ``t``.
+    """
+    device = next(model.parameters()).device
+    pad = getattr(model.config, "pad_token_id", None) or 0
+    seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):  # right padding: causal attention never looks at the pads
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    rows = torch.tensor([i for i, ts in enumerate(positions) for _ in ts], dtype=torch.long, device=device)
+    cols = torch.tensor([len(p) - 1 + t for p, ts in zip(prompts, positions) for t in ts], dtype=torch.long,
+                        device=device)
+    ids, mask = ids.to(device), mask.to(device)
+    if _plain_lm_head(model):
+        return model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[rows, cols], True
+    return model(input_ids=ids, attention_mask=mask).logits[rows, cols], False
+
+
 @torch.no_grad()
 def score(model, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], *,
           temperature: float = 1.0, batch_size: int = 64, chunk_size: int = 8192) -> Scores:
@@ -42,35 +69,19 @@ def score(model, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Seq
     ``[offsets[i], offsets[i] + len(response_ids[i]))``.  Statistics are of ``softmax(logits / temperature)``.
     """
     device = next(model.parameters()).device
-    pad = getattr(model.config, "pad_token_id", None) or 0
-    plain = _plain_lm_head(model)
     out = {k: [] for k in ("logprob", "entropy", "sum_p2")}
     for lo in range(0, len(response_ids), batch_size):
         prompts, responses = prompt_ids[lo:lo + batch_size], response_ids[lo:lo + batch_size]
-        seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):  # right padding: causal attention never looks at the pads
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-        # Row b, position P_b − 1 + t predicts response token t.
-        rows = torch.tensor([i for i, r in enumerate(responses) for _ in r], dtype=torch.long)
-        cols = torch.tensor([len(p) - 1 + t for p, r in zip(prompts, responses) for t in range(len(r))],
-                            dtype=torch.long)
         targets = torch.tensor([t for r in responses for t in r], dtype=torch.long, device=device)
         if not len(targets):
             continue
-        ids, mask = ids.to(device), mask.to(device)
-        if plain:
-            hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        x, is_hidden = forward_at(model, prompts, responses, [range(len(r)) for r in responses])
+        if is_hidden:
             head = model.get_output_embeddings()
-            stats = token_stats_from_hidden(hidden[rows.to(device), cols.to(device)], head.weight, targets,
-                                            bias=head.bias, temperature=temperature, chunk_size=chunk_size)
+            stats = token_stats_from_hidden(x, head.weight, targets, bias=head.bias, temperature=temperature,
+                                            chunk_size=chunk_size)
         else:
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            stats = token_stats_from_logits(logits[rows.to(device), cols.to(device)], targets,
-                                            temperature=temperature, chunk_size=chunk_size)
+            stats = token_stats_from_logits(x, targets, temperature=temperature, chunk_size=chunk_size)
         for k in out:
             out[k].append(getattr(stats, k).float().cpu().numpy())
     cat = {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in out.items()}
