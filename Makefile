@@ -10,14 +10,16 @@ TORCH_VERSION ?= 2.13.0
 setup: $(STAMP)
 
 # Idempotent: re-runs only when pyproject.toml changes. torch goes in first so that pip never pulls the
-# multi-GB CUDA build on a machine without a GPU: a local CPU wheel if one is on disk (--no-index), else
-# PyTorch's CPU index; with a GPU, the default (CUDA) build.
+# multi-GB CUDA build on a machine without a GPU: a local CPU wheel if pip's find-links has one (installed
+# alone with --no-index --no-deps, then its dependencies from the index), else PyTorch's CPU index; with a
+# GPU, the default (CUDA) build.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install "torch==$(TORCH_VERSION)"; \
-	else $(PY) -m pip install --no-index "torch==$(TORCH_VERSION)" 2>/dev/null \
-	  || $(PY) -m pip install "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; fi
+	elif $(PY) -m pip install -q --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null; then \
+	  $(PY) -m pip install "torch==$(TORCH_VERSION)"; \
+	else $(PY) -m pip install "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; fi
 	$(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 
