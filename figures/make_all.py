@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import subprocess
 import sys
 import time
@@ -42,13 +43,18 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "entropy_lens", *args]
 
 
-def run(name: str, cmd: list[str], log_dir: Path) -> float:
-    """Run one stage with its output in LOG_DIR/NAME.log; raise with the log's tail if it fails."""
+def run(name: str, cmd: list[str], log_dir: Path, threads: int | None = None) -> float:
+    """Run one stage with its output in LOG_DIR/NAME.log; raise with the log's tail if it fails.
+
+    ``threads`` caps the stage's intra-op threads: stages that run side by side get one core each, since
+    two 2-thread torch processes on 2 cores spend their time waiting on each other's threads.
+    """
     log = log_dir / f"{name}.log"
     t0 = time.perf_counter()
     print(f"[make_all] {name}: {' '.join(cmd[2:])}", flush=True)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     with open(log, "w") as fh:
-        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
     dt = time.perf_counter() - t0
     if code != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
@@ -121,7 +127,8 @@ def main() -> int:
                               str(every), "--eval-every", str(every)),
     }
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run, name, cmd, logs) for name, cmd in jobs.items()]
+        per_job = max(1, (os.cpu_count() or 1) // args.jobs)
+        futures = [pool.submit(run, name, cmd, logs, per_job) for name, cmd in jobs.items()]
         for f in futures:
             f.result()
 
