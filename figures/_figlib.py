@@ -136,6 +136,33 @@ def accuracy_metric(table: pl.DataFrame) -> str | None:
     return None
 
 
+def intervention_panel(figs: Figures, lay: Layout, kind: str, name: str, by: str) -> None:
+    """Bars of Δaccuracy after token replacement, for the interventions of ``kind`` (Figs. 4b, 5b)."""
+    from entropy_lens.plots.instance import plot_intervention
+
+    iv = lay.interventions()
+    rows = iv.filter(pl.col("kind") == kind) if iv is not None else None
+    if rows is None or rows.height == 0:
+        figs.skip(name, f"no RUN/interventions.parquet rows with kind = '{kind}' (run `entropy-lens intervene`)")
+    else:
+        figs.save(name, plot_intervention(rows, title=f"Accuracy change after replacing high-entropy tokens, by {by}"))
+
+
+def method_curves_panel(figs: Figures, lay: Layout, name: str, runs: list[str], metrics: tuple[str, ...]) -> None:
+    """Accuracy and ``metrics`` vs step for ``runs`` (≥ 2 of them with a steps.parquet; Figs. 4c/d, 5c/d)."""
+    from entropy_lens.plots.methods import plot_method_curves
+
+    curves = lay.method_steps(runs)
+    have = [] if curves is None else curves["run"].unique().to_list()
+    acc = accuracy_metric(curves) if curves is not None else None
+    if curves is None or len(have) < 2 or acc is None:
+        figs.skip(name, f"needs at least two of {', '.join('RUN/' + r for r in runs)} with steps.parquet; "
+                        f"found {have}")
+    else:
+        shown = [m for m in (acc, *metrics) if m in curves.columns]
+        figs.save(name, plot_method_curves(curves, metrics=shown, boundary=lay.boundary()))
+
+
 def cli(main, doc: str) -> int:
     ap = argparse.ArgumentParser(description=doc)
     ap.add_argument("--run", default="data/runs/demo", help="Experiment folder (layout: figures/README.md).")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import polars as pl
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _figlib as F  # noqa: E402
@@ -26,7 +28,7 @@ def main(run_dir, out_dir="figures/out", top_frac: float = 0.01) -> list[Path]:
         return figs.done()
     b = lay.boundary()
     bstep = None if b is None else b.step
-    has_upd = store.updates.select(__import__("polars").len()).collect().item() > 0
+    has_upd = store.updates.select(pl.len()).collect().item() > 0
     upd = store.updates if has_upd else None
     stage, note = update_stage(upd, bstep)
     kw = dict(boundary=bstep, stage=stage) if stage else {}

@@ -17,7 +17,6 @@ import _figlib as F  # noqa: E402
 from entropy_lens.analysis import instance  # noqa: E402
 from entropy_lens.analysis.report import update_stage  # noqa: E402
 from entropy_lens.plots import instance as pinst  # noqa: E402
-from entropy_lens.plots import methods as pmeth  # noqa: E402
 
 
 def main(run_dir, out_dir="figures/out", top_frac: float = 0.01) -> list[Path]:
@@ -32,20 +31,8 @@ def main(run_dir, out_dir="figures/out", top_frac: float = 0.01) -> list[Path]:
         t = instance.ppl_bucket_updates(tokens=store.tokens, updates=store.updates, samples=store.samples,
                                         top_frac=top_frac, **kw)
         figs.save("fig4a_ppl_share", pinst.plot_ppl_bucket_share(t, stage=stage))
-    iv = lay.interventions()
-    ivp = iv.filter(pl.col("kind") == "ppl") if iv is not None else None
-    if ivp is None or ivp.height == 0:
-        figs.skip("fig4b_intervention_ppl", "no RUN/interventions.parquet rows with kind = 'ppl' (run `entropy-lens intervene`)")
-    else:
-        figs.save("fig4b_intervention_ppl", pinst.plot_intervention(
-            ivp, title="Accuracy change after replacing high-entropy tokens, by PPL"))
-    curves = lay.method_steps(["baseline", "ppl", "ppl-high"])
-    have = [] if curves is None else curves["run"].unique().to_list()
-    acc = F.accuracy_metric(curves) if curves is not None else None
-    if curves is None or len(have) < 2 or acc is None:
-        figs.skip("fig4cd_ppl_runs", f"needs at least two of RUN/baseline, RUN/ppl, RUN/ppl-high with steps.parquet; found {have}")
-    else:
-        figs.save("fig4cd_ppl_runs", pmeth.plot_method_curves(curves, metrics=(acc, "entropy"), boundary=b))
+    F.intervention_panel(figs, lay, "ppl", "fig4b_intervention_ppl", by="PPL")
+    F.method_curves_panel(figs, lay, "fig4cd_ppl_runs", ["baseline", "ppl", "ppl-high"], metrics=("entropy",))
     return figs.done()
 
 

@@ -16,8 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _figlib as F  # noqa: E402
 from entropy_lens.analysis import position  # noqa: E402
-from entropy_lens.plots import instance as pinst  # noqa: E402
-from entropy_lens.plots import methods as pmeth  # noqa: E402
 from entropy_lens.plots import position as ppos  # noqa: E402
 
 
@@ -33,23 +31,9 @@ def main(run_dir, out_dir="figures/out") -> list[Path]:
         if not has_upd:
             print("fig5_position: |Δp|-by-position panel left out: the store has no `updates`")
         figs.save("fig5a_position", ppos.plot_u_curve(ebp, ubp))
-    iv = lay.interventions()
-    ivp = iv.filter(pl.col("kind") == "position") if iv is not None else None
-    if ivp is None or ivp.height == 0:
-        figs.skip("fig5b_intervention_position",
-                  "no RUN/interventions.parquet rows with kind = 'position' (run `entropy-lens intervene`)")
-    else:
-        figs.save("fig5b_intervention_position", pinst.plot_intervention(
-            ivp, title="Accuracy change after replacing high-entropy tokens, by position"))
-    curves = lay.method_steps(["baseline", "position", "position-begin"])
-    have = [] if curves is None else curves["run"].unique().to_list()
-    acc = F.accuracy_metric(curves) if curves is not None else None
-    if curves is None or len(have) < 2 or acc is None:
-        figs.skip("fig5cd_position_runs",
-                  f"needs at least two of RUN/baseline, RUN/position, RUN/position-begin with steps.parquet; found {have}")
-    else:
-        metrics = [m for m in (acc, "entropy", "response_length") if m in curves.columns]
-        figs.save("fig5cd_position_runs", pmeth.plot_method_curves(curves, metrics=metrics, boundary=lay.boundary()))
+    F.intervention_panel(figs, lay, "position", "fig5b_intervention_position", by="position")
+    F.method_curves_panel(figs, lay, "fig5cd_position_runs", ["baseline", "position", "position-begin"],
+                          metrics=("entropy", "response_length"))
     return figs.done()
 
 
