@@ -3,5 +3,6 @@
 Each function takes the store's tables as keyword LazyFrames (``tokens``, ``samples``, ``updates``,
 ``steps``, ``vocab``; schema in docs/store-schema.md), builds one lazy query, and returns a tidy
 ``pl.DataFrame``.  Modules, one per concern: :mod:`.stages`, :mod:`.polarity`, :mod:`.vocab`,
-:mod:`.defects`, :mod:`.updates`, :mod:`.categories`, :mod:`.instance`, :mod:`.position`, :mod:`.stats`.
+:mod:`.defects`, :mod:`.updates`, :mod:`.categories`, :mod:`.instance`, :mod:`.position`, :mod:`.stats`,
+:mod:`.benchmarks` (Acc@k / Maj@k / Pass@k per eval set, Table 1).
 """

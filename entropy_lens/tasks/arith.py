@@ -147,6 +147,11 @@ def verify(response: str, gold: str) -> Verdict:
 
 DEFAULT_TASK = ArithTask()
 EVAL_SEED = 1234  # held-out problems; training draws from other seeds
+# The out-of-domain benchmark of Table 1: chains of exactly 4 operations, longer than any the trainer draws
+# (2–3).  A clean solution is 29–52 tokens (characters, plus EOS; 5,000 drawn problems), so it fits the
+# trainer's max_new_tokens = 64 with room for a slip or a filler line; 5 operations would reach 60.
+LONG_TASK = ArithTask(min_ops=4, max_ops=4)
+LONG_EVAL_SEED = 4321
 
 
 @TASKS.register("arith")
@@ -154,3 +159,11 @@ def arith_eval_set(n: int = 64) -> EvalSet:
     """The embedded default's held-out eval set: 64 problems of 2–3 operations."""
     problems = DEFAULT_TASK.problems(n, seed=EVAL_SEED)
     return EvalSet(name="arith", problems=problems, verify=verify, fingerprint=fingerprint(problems))
+
+
+@TASKS.register("arith-long")
+def arith_long_eval_set(n: int = 64) -> EvalSet:
+    """Held-out out-of-domain eval set (Table 1): 64 problems of exactly 4 operations, a longer chain than
+    training's 2–3, with its own seed."""
+    problems = LONG_TASK.problems(n, seed=LONG_EVAL_SEED)
+    return EvalSet(name="arith-long", problems=problems, verify=verify, fingerprint=fingerprint(problems))
