@@ -14,8 +14,12 @@ trainer resumes from its latest checkpoint, collect skips finished steps):
      baseline's last step: the paper branched its POSITION runs at the plateau (Fig. R c/d);
    - `collect RUN/baseline --out RUN/baseline/sweep`: every other checkpoint on the held-out set, with
      updates (Δp between consecutive swept checkpoints);
-3. `intervene RUN/baseline/sweep`: token replacement at high-entropy positions (PAPER §2.2 H, §2.3 K);
-4. every figure script in figures/, then figures/FINDINGS.md.
+3. the bench stage, `--jobs` at a time: `collect RUN/<run> --dataset D --out RUN/<run>/bench-D` on the
+   checkpoints Table 1 scores (the baseline's step 0 and the final checkpoint of every run) for each of its
+   benchmarks (`arith`, `arith-long`), skipping what a store already holds (the sweep has the baseline's
+   step 0 on `arith`); see figures/table1.py;
+4. `intervene RUN/baseline/sweep`: token replacement at high-entropy positions (PAPER §2.2 H, §2.3 K);
+5. every figure script in figures/ (Table 1 included), then figures/FINDINGS.md.
 
 ``--scale`` shrinks step counts for a quick look (the miniature end-to-end test uses it); 1.0 is the
 documented run.
@@ -36,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 FIGURE_SCRIPTS = ("fig1_stages", "fig2_rising", "fig3_plateau", "fig4_instance", "fig5_position",
-                  "fig_methods", "fig_response")
+                  "fig_methods", "fig_response", "table1")
 
 
 def cli(*args: str) -> list[str]:
@@ -61,6 +65,15 @@ def run(name: str, cmd: list[str], log_dir: Path, threads: int | None = None) ->
         raise SystemExit(f"[make_all] {name} failed (exit {code}) after {dt:.0f}s; log: {log}\n{tail}")
     print(f"[make_all] {name}: done in {dt:.0f}s (log: {log})", flush=True)
     return dt
+
+
+def run_side_by_side(jobs: dict[str, list[str]], log_dir: Path, n_jobs: int) -> None:
+    """Run the stages ``jobs`` (name → command), ``n_jobs`` at a time, one core's worth of threads each."""
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        per_job = max(1, (os.cpu_count() or 1) // n_jobs)
+        futures = [pool.submit(run, name, cmd, log_dir, per_job) for name, cmd in jobs.items()]
+        for f in futures:
+            f.result()
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
@@ -126,11 +139,19 @@ def main() -> int:
                               "--from", str(branch_ckpt), "--steps", str(branch_steps), "--save-every",
                               str(every), "--eval-every", str(every)),
     }
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        per_job = max(1, (os.cpu_count() or 1) // args.jobs)
-        futures = [pool.submit(run, name, cmd, logs, per_job) for name, cmd in jobs.items()]
-        for f in futures:
-            f.result()
+    run_side_by_side(jobs, logs, args.jobs)
+
+    # Table 1's checkpoints on its benchmarks, once every run has its final checkpoint; only what no store
+    # holds yet (no updates: the table needs samples only)
+    table1 = importlib.import_module("table1")
+    bench = {f"bench-{r}-{ds}": cli("collect", str(run_dir / r), "--dataset", ds, "--out",
+                                    str(table1.bench_dir(run_dir, r, ds)), "--steps", table1.steps_spec(steps),
+                                    "--no-updates")
+             for r, ds, steps in table1.collects_needed(run_dir)}
+    if bench:
+        t_bench = time.perf_counter()
+        run_side_by_side(bench, logs, args.jobs)
+        print(f"[make_all] bench stage: {len(bench)} collect(s) in {time.perf_counter() - t_bench:.0f}s", flush=True)
 
     run("intervene", cli("intervene", str(base / "sweep"), "--out", str(run_dir / "interventions.parquet")), logs)
 
