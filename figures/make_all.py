@@ -16,7 +16,7 @@ trainer resumes from its latest checkpoint, collect skips finished steps):
      updates (Δp between consecutive swept checkpoints);
 3. the bench stage, `--jobs` at a time: `collect RUN/<run> --dataset D --out RUN/<run>/bench-D` on the
    checkpoints Table 1 scores (the baseline's step 0 and the final checkpoint of every run) for each of its
-   benchmarks (`arith`, `arith-long`), skipping what a store already holds (the sweep has the baseline's
+   benchmarks (`arith`, `arith-long`, `arith-wide`), skipping what a store already holds (the sweep has the baseline's
    step 0 on `arith`); see figures/table1.py;
 4. `intervene RUN/baseline/sweep`: token replacement at high-entropy positions (PAPER §2.2 H, §2.3 K);
 5. every figure script in figures/ (Table 1 included), then figures/FINDINGS.md.

@@ -3,7 +3,8 @@
 Rows (PAPER.md Table 1, plus the two ablations): the base model = the baseline's step 0 (after the SFT
 warm-up), GRPO = the baseline's final checkpoint, and the final checkpoints of GRPO+PPL, GRPO+POSITION,
 GRPO+high-PPL and GRPO+POSITION-begin.  Columns, per benchmark (:data:`BENCHMARKS`): ``arith``, the held-out
-set of the training distribution, and ``arith-long``, longer chains than any trained on (out of domain).
+set of the training distribution; ``arith-long``, longer chains than any trained on, and ``arith-wide``,
+operands twice training's range (both out of domain).
 Scores come from :func:`entropy_lens.analysis.benchmarks.benchmark_table` on collect stores:
 ``RUN/<run>/bench-<dataset>/`` (written by make_all's bench stage, :func:`collects_needed`) and, for the
 baseline on ``arith``, the sweep ``RUN/baseline/sweep`` when it holds the step.  A row or cell whose store
@@ -31,7 +32,8 @@ from entropy_lens.checkpoints import discover  # noqa: E402
 from entropy_lens.errors import UserError  # noqa: E402
 
 # eval set (a registered task) → what it stands for in the table
-BENCHMARKS = {"arith": "in-domain: 2–3 operations, as trained", "arith-long": "out-of-domain: 4 operations"}
+BENCHMARKS = {"arith": "in-domain: 2–3 operations, as trained", "arith-long": "out-of-domain: 4 operations",
+              "arith-wide": "out-of-domain: operands up to 40"}
 K = 8  # samples per problem: Acc@8, Maj@8, Pass@8
 FINAL = "final"  # a row's step: the run's last checkpoint
 

@@ -59,7 +59,8 @@ def run_dir(tmp_path):
 def test_collects_needed_reuses_the_sweep(table1, run_dir):
     need = {(r, ds): steps for r, ds, steps in table1.collects_needed(run_dir)}
     assert need == {("baseline", "arith"): [20], ("baseline", "arith-long"): [0, 20],
-                    ("ppl", "arith"): [20], ("ppl", "arith-long"): [20]}
+                    ("baseline", "arith-wide"): [0, 20],
+                    ("ppl", "arith"): [20], ("ppl", "arith-long"): [20], ("ppl", "arith-wide"): [20]}
     assert table1.steps_spec([0, 20]) == "0:20:20" and table1.steps_spec([20]) == "20"
 
 
