@@ -1,6 +1,6 @@
 """Throughput of the embedded trainer's default config: sampled tokens/s, update tokens/s, seconds per RL step.
 
-    python benchmarks/bench_train.py                                   # uses data/runs/demo/checkpoints/step_0
+    python benchmarks/bench_train.py                                   # uses data/runs/demo/baseline/checkpoints/step_0
     python benchmarks/bench_train.py --checkpoint RUN/checkpoints/step_100 --repeats 5
 
 With no checkpoint on disk it benchmarks a randomly initialised tiny model, whose responses run to
@@ -31,11 +31,12 @@ from entropy_lens.train.config import TrainConfig  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default="data/runs/demo/checkpoints/step_0")
+    ap.add_argument("--checkpoint", default="data/runs/demo/baseline/checkpoints/step_0")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=TrainConfig.threads)
+    ap.add_argument("--threads", type=int, default=TrainConfig.threads,
+                    help="torch threads; 0 = $OMP_NUM_THREADS if set, else every core (the trainer's default)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(grpo.resolve_threads(args.threads))
     cfg = TrainConfig(threads=args.threads)
     if Path(args.checkpoint).is_dir():
         model, tok = load_checkpoint(args.checkpoint)

@@ -26,8 +26,10 @@ class _RunFields:
     steps: int = field(default=150, metadata={"help": "RL steps to run (from step 0, or from the --from step)."})
     seed: int = field(default=0, metadata={"help": "Random seed: the same command twice gives the same run."})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when available)."})
-    threads: int = field(default=1, metadata={"help": "CPU threads for torch (1 is fastest for the tiny model "
-                                                       "on a shared 2-core machine)."})
+    threads: int = field(default=0, metadata={"help": "CPU threads for torch; 0 = $OMP_NUM_THREADS if set, else "
+                                                       "every core. A run alone on 2 cores is 1.5-1.7x faster with "
+                                                       "2 threads; runs side by side should take 1 each (make "
+                                                       "figures does), since contended threads are 5x slower."})
     # --- SFT warm-up (the embedded default only)
     sft_steps: int = field(default=1200, metadata={"help": "SFT warm-up steps on noisy targets (arith.sft_target)."})
     sft_batch_size: int = field(default=32, metadata={"help": "Sequences per SFT step."})

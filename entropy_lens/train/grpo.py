@@ -46,6 +46,7 @@ Simplifications relative to verl and the paper (PAPER §5.2):
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 import sys
@@ -104,6 +105,16 @@ def parse_window(spec: str | None, default: tuple[int, int]) -> tuple[int, int]:
         raise UserError(f"--window {spec!r}: expected START:STOP with non-negative integers, e.g. 100:200")
     lo, hi = (int(p) if p.strip() else None for p in parts)
     return (lo or 0, hi if hi is not None else sys.maxsize)
+
+
+def resolve_threads(threads: int) -> int:
+    """``--threads``: a positive count as given; 0 → ``$OMP_NUM_THREADS`` when set, else every core."""
+    if threads < 0:
+        raise UserError(f"--threads {threads}: expected a positive count, or 0 for automatic")
+    if threads:
+        return threads
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
 
 
 def latest_resumable(run: Path) -> Path | None:
@@ -354,7 +365,7 @@ def train(cfg: TrainConfig) -> TrainSummary:
     if cfg.steps < 0 or cfg.prompts_per_step < 1 or cfg.group_size < 2 or cfg.minibatches < 1:
         raise UserError("--steps must be ≥ 0, --prompts-per-step and --minibatches ≥ 1, --group-size ≥ 2")
     device = resolve_device(cfg.device)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(resolve_threads(cfg.threads))
     run = Path(cfg.out)
     eval_set = load_eval_set("arith")
     held_out = {p.prompt for p in eval_set.problems}

@@ -117,3 +117,23 @@ def test_config_settings_exclude_run_length():
     s = TrainConfig().settings()
     assert "steps" not in s and "out" not in s and s["shaping"] == "none"
     assert {f.name for f in dataclasses.fields(TrainConfig)} >= {"ppl_alpha", "position_k", "window", "init_from"}
+
+
+@pytest.mark.parametrize("flag, env, expected", [(3, None, 3), (3, "1", 3), (0, "1", 1), (0, "4", 4)])
+def test_threads_flag_wins_then_omp_num_threads(monkeypatch, flag, env, expected):
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    assert grpo.resolve_threads(flag) == expected
+
+
+def test_threads_auto_without_env_takes_every_core(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(grpo.os, "cpu_count", lambda: 7)
+    assert grpo.resolve_threads(0) == 7
+
+
+def test_negative_threads_is_a_user_error():
+    with pytest.raises(grpo.UserError, match="--threads -1"):
+        grpo.resolve_threads(-1)
