@@ -1,9 +1,9 @@
 """``entropy-lens train``: a minimal GRPO trainer with DAPO's tricks, in one file.
 
-    entropy-lens train --out data/runs/demo                          # tiny default, CPU, ~5 minutes
+    entropy-lens train --out data/runs/demo                          # tiny default, 2 CPU cores, ~6 minutes
     entropy-lens train --out data/runs/ppl --shaping ppl             # GRPO+PPL (PAPER §4.1)
     entropy-lens train --out data/runs/pos --shaping position \\
-        --from data/runs/demo/checkpoints/step_100 --steps 100       # GRPO+POSITION, branched (PAPER §4.2)
+        --from data/runs/demo/checkpoints/step_30 --steps 70         # GRPO+POSITION, branched (PAPER §4.2)
     entropy-lens train --out RUN --from /path/to/hf_model --device cuda   # any HF causal LM, on a GPU
 
 What one run does (the embedded default):
@@ -28,10 +28,14 @@ What one run does (the embedded default):
 Simplifications relative to verl and the paper (PAPER §5.2):
 
 * one process, one device, no FSDP/vLLM: rollouts use HF ``generate`` (``capture.sampling.sample_hf``);
-* batch 16 prompts × 8 samples, 2 mini-batches, lr 5e-5 (paper: 512 × 8, 16 mini-batches, lr 1e-6): scaled
-  so that the tiny model shows both stages in minutes (1e-4 × 2 mini-batches already drifted down);
-* one CPU thread by default: the tiny model's matrices are too small to gain from a second one, and on a
-  shared 2-core machine a second thread made steps 3–5× slower (measured);
+* batch 32 prompts × 8 samples, one on-policy mini-batch, lr 2e-4 (paper: 512 × 8, 16 mini-batches, lr
+  1e-6): scaled so that the tiny model shows both stages in minutes.  With one mini-batch the ratio is 1
+  and the clip never acts; ``--minibatches 2`` restores off-policy mini-batches (measured on the same
+  post-SFT model at lr 1e-4: the same rise, a plateau half as flat).  16 prompts a step were too noisy:
+  greedy accuracy fell as lr rose (0.69 → 0.47 at 2e-4);
+* torch uses every core unless told otherwise (``--threads``): alone on 2 cores, 2 threads made an RL step
+  1.5× faster; side by side with another process they made it 5× slower, so ``make figures`` gives each
+  parallel stage one thread;
 * π_old log-probs come from the capture scoring pass (``capture.scoring.score``), so the stored rollout
   statistics and the ratio's denominator are the same numbers;
 * dynamic sampling caps the rounds and then trains on a partly filled batch (verl raises instead);
