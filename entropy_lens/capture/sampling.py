@@ -78,9 +78,12 @@ def sample_hf(model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: Sam
         input_ids[i, width - len(p):] = torch.tensor(p)
         mask[i, width - len(p):] = 1
     eos = eos_token_ids(model, tokenizer)
+    # top_k=0 turns off transformers' default top-k of 50 when sampling; greedy decoding takes no sampling
+    # flags at all (transformers warns about any it is given).
+    sampling = (dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+                if params.temperature > 0 else dict(do_sample=False))
     gen = GenerationConfig(
-        do_sample=params.temperature > 0, temperature=params.temperature if params.temperature > 0 else None,
-        top_p=params.top_p, top_k=0, num_beams=1, max_new_tokens=params.max_new_tokens,
+        **sampling, num_beams=1, max_new_tokens=params.max_new_tokens,
         repetition_penalty=1.0, pad_token_id=pad, eos_token_id=sorted(eos), bos_token_id=None,
     )
     torch.manual_seed(seed)
