@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 RUN    ?= data/runs/demo
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup test test-slow figures train collect bench clean
+.PHONY: setup test test-slow figures ppl-alpha train collect bench clean
 
 setup: $(STAMP)
 
@@ -33,7 +33,12 @@ test-slow: setup
 figures: setup
 	$(PY) figures/make_all.py --run $(RUN)
 
-# The embedded trainer alone: SFT warm-up, then GRPO with DAPO's tricks (CPU, about 8 minutes).
+# GRPO+PPL at α = 0.01, 0.05, 0.1, 0.2 branched from the baseline of `make figures` (about 15 minutes on 2
+# cores): figures/out/ppl_alpha.md and figR_ppl_alpha.png.
+ppl-alpha: setup
+	$(PY) figures/ppl_alpha.py --run $(RUN)
+
+# The embedded trainer alone: SFT warm-up, then GRPO with DAPO's tricks (2 CPU cores, about 6 minutes).
 train: setup
 	$(PY) -m entropy_lens train --out $(RUN)/baseline
 

@@ -4,5 +4,6 @@ Each function takes the store's tables as keyword LazyFrames (``tokens``, ``samp
 ``steps``, ``vocab``; schema in docs/store-schema.md), builds one lazy query, and returns a tidy
 ``pl.DataFrame``.  Modules, one per concern: :mod:`.stages`, :mod:`.polarity`, :mod:`.vocab`,
 :mod:`.defects`, :mod:`.updates`, :mod:`.categories`, :mod:`.instance`, :mod:`.position`, :mod:`.stats`,
-:mod:`.benchmarks` (Acc@k / Maj@k / Pass@k per eval set, Table 1).
+:mod:`.benchmarks` (Acc@k / Maj@k / Pass@k per eval set, Table 1), :mod:`.advantages` (how much a shaper
+changed a run's advantages).
 """
