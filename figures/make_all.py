@@ -12,7 +12,7 @@ trainer resumes from its latest checkpoint, collect skips finished steps):
      long as the baseline: the paper ran PPL shaping from the start (PAPER.md §3, Fig. R a/b);
    - `train --shaping position` and `--shaping position-begin` from the baseline's checkpoint at s*, to the
      baseline's last step: the paper branched its POSITION runs at the plateau (Fig. R c/d);
-   - `collect RUN/baseline --out RUN/baseline/sweep`: every other checkpoint on the held-out set, with
+   - `collect RUN/baseline --out RUN/baseline/sweep`: every checkpoint on the held-out set, with
      updates (Δp between consecutive swept checkpoints);
 3. the bench stage, `--jobs` at a time: `collect RUN/<run> --dataset D --out RUN/<run>/bench-D` on the
    checkpoints Table 1 scores (the baseline's step 0 and the final checkpoint of every run) for each of its
@@ -125,10 +125,9 @@ def main() -> int:
     print(f"[make_all] baseline knee → POSITION runs branch at step {branch}", flush=True)
     branch_steps = max(1, rl_steps - branch)
     jobs = {
-        # Every other checkpoint (20 RL steps apart): Δp is then the change over 20 updates, and the sweep
-        # fits the 20-minute budget of `make figures` on 2 cores.
-        "sweep": cli("collect", str(base), "--dataset", "arith", "--out", str(base / "sweep"),
-                     "--steps", f"::{2 * every}"),
+        # Every checkpoint (10 RL steps apart): Δp is the change over 10 updates, and the rising stage (to
+        # the knee near step 33) has the ≥ 3 swept steps that finding A's slope needs.
+        "sweep": cli("collect", str(base), "--dataset", "arith", "--out", str(base / "sweep")),
         "ppl": cli("train", "--out", str(run_dir / "ppl"), "--shaping", "ppl", "--from", str(step0), *sched),
         "ppl-high": cli("train", "--out", str(run_dir / "ppl-high"), "--shaping", "ppl-high", "--from", str(step0),
                         *sched),
