@@ -158,11 +158,13 @@ def with_updates(tokens: pl.LazyFrame, updates: pl.LazyFrame | None) -> pl.LazyF
 SORT_ABOVE = 1 << 20
 
 
-def quantiles_linear(values, qs: Sequence[float]) -> list[float | None]:
+def quantiles_linear(values, qs: Sequence[float], overwrite_input: bool = False) -> list[float | None]:
     """Exact quantiles with linear interpolation, bit for bit as polars' ``quantile(q, "linear")`` on Float64.
 
     ``values``: a numpy array or polars Series (nulls dropped; Float32 values give the same order statistics
-    as their Float64 casts, the interpolation is done in Float64).  One ``np.partition`` for all ``qs``.
+    as their Float64 casts, the interpolation is done in Float64).  One ``np.partition`` for all ``qs``, or
+    one ``np.sort`` for a large input with several ``qs``.  ``overwrite_input``: a writable numpy array may be
+    sorted / partitioned in place (as ``np.percentile``'s flag), sparing a copy.
     Returns ``None`` for each q when there are no values.
     """
     if isinstance(values, pl.Series):
@@ -178,10 +180,14 @@ def quantiles_linear(values, qs: Sequence[float]) -> list[float | None]:
         top = min(int(math.ceil(fi)), n - 1)
         plan.append((fi, base, top))
     kth = sorted({i for _, b, t in plan for i in (b, t)})
-    if n >= SORT_ABOVE and len(kth) > 2:
-        part = pl.Series(x).sort().to_numpy()  # polars' parallel sort beats numpy's multi-kth partition here
+    # numpy's vectorised sort (x86-simd-sort) beats both its multi-kth partition and polars' sort on large
+    # inputs: 2.4·10⁷ Float64 in 0.25 s against 0.45 s and 1.0 s (2 cores); NaN sorts last in all three
+    sort = n >= SORT_ABOVE and len(kth) > 2
+    part = x if overwrite_input and x.flags.writeable else x.copy()
+    if sort:
+        part.sort()
     else:
-        part = np.partition(x, kth)
+        part.partition(kth)
     out = []
     for fi, base, top in plan:
         lo, hi = float(part[base]), float(part[top])

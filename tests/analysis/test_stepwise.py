@@ -8,10 +8,17 @@ import polars as pl
 import pytest
 
 import entropy_lens
+import entropy_lens.analysis._common as common
 from entropy_lens.analysis._common import StepPairs, quantiles_linear, with_updates
 from entropy_lens.analysis.position import _region_means, u_shape_summary, update_by_position
 from entropy_lens.analysis.stats import bootstrap_ci, bootstrap_cis
-from entropy_lens.analysis.updates import delta_p_distribution, significant_update_sets, update_by_entropy_bin
+from entropy_lens.analysis.updates import (
+    _entropy_bin_expr,
+    _entropy_bins,
+    delta_p_distribution,
+    significant_update_sets,
+    update_by_entropy_bin,
+)
 from entropy_lens.store import StoreWriter
 
 KEY = ["step", "prompt_id", "sample_id", "position"]
@@ -53,6 +60,88 @@ def test_quantiles_linear_matches_polars_bit_for_bit():
         assert quantiles_linear(x, qs) == want
     assert quantiles_linear(np.empty(0), [0.5]) == [None]
 
+
+
+def _same(a, b) -> bool:
+    """Equal lists of floats, NaN equal to NaN (bit-for-bit otherwise)."""
+    return len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
+
+
+def test_quantiles_linear_sort_path_and_in_place(monkeypatch):
+    """Above SORT_ABOVE values (with several qs) are sorted, below partitioned: both bit for bit as polars on
+    the Float64 cast, NaN last; the input is sorted in place only when asked and writable."""
+    rng = np.random.default_rng(8)
+    qs = [0.0, 0.001, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999, 1.0, float(rng.random())]
+    x = np.round(rng.normal(size=common.SORT_ABOVE + 3), 3).astype(np.float32)  # the real threshold; ties
+    x[::100_003] = np.nan
+    want = [pl.Series(x).cast(pl.Float64).quantile(q, interpolation="linear") for q in qs]
+    assert _same(quantiles_linear(x, qs), want)
+    monkeypatch.setattr(common, "SORT_ABOVE", 8)
+    for n in (1, 2, 7, 8, 9, 100, 1001):
+        for dtype in (np.float32, np.float64):
+            x = np.round(rng.normal(size=n), 1).astype(dtype)
+            if n > 50:
+                x[::13] = np.nan
+            want = [pl.Series(x).cast(pl.Float64).quantile(q, interpolation="linear") for q in qs]
+            before = x.copy()
+            assert _same(quantiles_linear(x, qs), want)
+            assert np.array_equal(x, before, equal_nan=True)  # not asked: untouched
+            x.flags.writeable = False
+            assert _same(quantiles_linear(x, qs, overwrite_input=True), want)  # read-only: copied
+            x = x.copy()
+            assert _same(quantiles_linear(x, qs, overwrite_input=True), want)
+            assert n < 8 or np.array_equal(x, np.sort(before), equal_nan=True)  # sorted in place
+
+
+@pytest.mark.parametrize("dtype", [pl.Float32, pl.Float64])
+def test_entropy_bins_equal_the_polars_expression(dtype):
+    """numpy binning (a comparison per edge up to 16 inner edges, a binary search beyond) = the polars
+    expression, for ties with the edges and null entropies; one bin: all rows in bin 0.  NaN entropies go to
+    bin 0 (polars would order NaN above every edge; the numpy path has always put them in bin 0)."""
+    rng = np.random.default_rng(9)
+    h = pl.Series("entropy", np.round(rng.gamma(1.0, 1.0, 5000), 1)).cast(dtype)  # ties with the edges
+    h = h.scatter([3, 70], None).scatter([5, 6], float("nan"))
+    clean = h.drop_nulls().drop_nans().cast(pl.Float64)
+    for n_bins in (1, 2, 10, 17, 18, 40):
+        edges = [clean.quantile(i / n_bins, "linear") for i in range(n_bins + 1)]
+        got = _entropy_bins(h, edges)
+        want = h.to_frame().select(_entropy_bin_expr(edges)).to_series() if n_bins > 1 else pl.Series([0] * h.len())
+        want = want.scatter([5, 6], 0)  # the NaN rows
+        assert got.dtype == pl.Int64 and got.to_list() == want.to_list(), n_bins
+    assert _entropy_bins(h, [0.0, 0.5, float("nan"), 9.0]).to_list() == \
+        h.to_frame().select(_entropy_bin_expr([0.0, 0.5, float("nan"), 9.0])).to_series().to_list()
+
+
+@pytest.mark.parametrize("sort_above", [common.SORT_ABOVE, 16])
+def test_update_by_entropy_bin_and_quantiles_against_the_join(monkeypatch, sort_above):
+    """Edges, bin counts, significant counts and Δp quantiles equal a plain polars computation on the join,
+    both with partial sorts (small inputs) and full sorts (SORT_ABOVE lowered); any number of bins."""
+    monkeypatch.setattr(common, "SORT_ABOVE", sort_above)
+    tokens, updates, samples = _random_store(seed=10, steps=(0, 10, 20, 30), n_resp=8)
+    j = _joined(tokens, updates).join(samples, on=["step", "prompt_id", "sample_id"])
+    j = j.with_columns((pl.col("logprob_next").cast(pl.Float64).exp() - pl.col("logprob").cast(pl.Float64).exp()).alias("dp"))
+    j = j.with_columns(pl.col("dp").abs().alias("adp"))
+    j = j.with_columns(((pl.col("adp") >= pl.col("adp").quantile(0.9, "linear").over("step")) & (pl.col("adp") > 0)).alias("top"))
+    for n_bins in (1, 3, 20):
+        got = update_by_entropy_bin(tokens=tokens.lazy(), updates=updates.lazy(), n_bins=n_bins, top_frac=0.1,
+                                    boundary=20, stage="rising")
+        rising = j.filter(pl.col("step") < 20)
+        edges = [rising["entropy"].cast(pl.Float64).quantile(i / n_bins, "linear") for i in range(n_bins + 1)]
+        naive = (rising.with_columns(_entropy_bin_expr(edges)).group_by("entropy_bin")
+                 .agg(pl.len().cast(pl.Int64).alias("n"), pl.col("top").sum().cast(pl.Int64).alias("sig")).sort("entropy_bin"))
+        assert got["entropy_bin"].to_list() == naive["entropy_bin"].to_list()
+        assert got["n"].to_list() == naive["n"].to_list()
+        assert got["entropy_low"].to_list() == [edges[i] for i in naive["entropy_bin"]]
+        assert got["entropy_high"].to_list() == [edges[i + 1] for i in naive["entropy_bin"]]
+        assert (got["share_significant"] * got["n"]).round().cast(pl.Int64).to_list() == naive["sig"].to_list()
+    qs = (0.001, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999)
+    dist = delta_p_distribution(tokens=tokens.lazy(), updates=updates.lazy(), samples=samples.lazy(), boundary=20)
+    assert dist.height == 4
+    for row in dist.iter_rows(named=True):
+        g = j.filter((pl.col("correct") == (row["polarity"] == "positive"))
+                     & ((pl.col("step") < 20) == (row["stage"] == "rising")))["dp"]
+        assert row["n"] == g.len()
+        assert [row[c] for c in ("q0_1", "q1", "q25", "q50", "q75", "q99", "q99_9")] == [g.quantile(q, "linear") for q in qs]
 
 def test_pairing_aligned_and_misaligned_steps_give_the_join():
     tokens, updates, _ = _random_store()
