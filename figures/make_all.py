@@ -17,9 +17,9 @@ trainer resumes from its latest checkpoint, collect skips finished steps):
 3. the bench stage, `--jobs` at a time: `collect RUN/<run> --dataset D --out RUN/<run>/bench-D` on the
    checkpoints Table 1 scores (the baseline's step 0 and the final checkpoint of every run) for each of its
    benchmarks (`arith`, `arith-long`, `arith-wide`), skipping what a store already holds (the sweep has the baseline's
-   step 0 on `arith`); see figures/table1.py;
-4. `intervene RUN/baseline/sweep`: token replacement at high-entropy positions (PAPER §2.2 H, §2.3 K);
-5. every figure script in figures/ (Table 1 included), then figures/FINDINGS.md.
+   step 0 on `arith`); see figures/table1.py; in the same pool, `intervene RUN/baseline/sweep`: token
+   replacement at high-entropy positions (PAPER §2.2 H, §2.3 K);
+4. every figure script in figures/ (Table 1 included), then figures/FINDINGS.md.
 
 ``--scale`` shrinks step counts for a quick look (the miniature end-to-end test uses it); 1.0 is the
 documented run.
@@ -147,12 +147,12 @@ def main() -> int:
                                     str(table1.bench_dir(run_dir, r, ds)), "--steps", table1.steps_spec(steps),
                                     "--no-updates")
              for r, ds, steps in table1.collects_needed(run_dir)}
-    if bench:
-        t_bench = time.perf_counter()
-        run_side_by_side(bench, logs, args.jobs)
-        print(f"[make_all] bench stage: {len(bench)} collect(s) in {time.perf_counter() - t_bench:.0f}s", flush=True)
-
-    run("intervene", cli("intervene", str(base / "sweep"), "--out", str(run_dir / "interventions.parquet")), logs)
+    # ... side by side with the interventions, which need only the sweep
+    t_bench = time.perf_counter()
+    run_side_by_side({"intervene": cli("intervene", str(base / "sweep"), "--out",
+                                       str(run_dir / "interventions.parquet")), **bench}, logs, args.jobs)
+    print(f"[make_all] bench stage: {len(bench)} collect(s) and the interventions in "
+          f"{time.perf_counter() - t_bench:.0f}s", flush=True)
 
     for name in FIGURE_SCRIPTS:
         importlib.import_module(name).main(run_dir, out)

@@ -3,7 +3,7 @@
     entropy-lens train --out data/runs/demo                          # tiny default, 2 CPU cores, ~6 minutes
     entropy-lens train --out data/runs/ppl --shaping ppl             # GRPO+PPL (PAPER §4.1)
     entropy-lens train --out data/runs/pos --shaping position \\
-        --from data/runs/demo/checkpoints/step_30 --steps 70         # GRPO+POSITION, branched (PAPER §4.2)
+        --from data/runs/demo/checkpoints/step_30 --steps 60         # GRPO+POSITION, branched (PAPER §4.2)
     entropy-lens train --out RUN --from /path/to/hf_model --device cuda   # any HF causal LM, on a GPU
 
 What one run does (the embedded default):
