@@ -91,10 +91,11 @@ def train_and_collect(run_dir: Path, alphas: list[float], jobs: int) -> dict[str
     return runs
 
 
-def summary(run_dir: Path, runs: dict[str, str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(per-run table, paired differences from GRPO, long step curves) from the stores of ``runs``."""
-    lay = F.Layout(run_dir)
-    boundary = lay.boundary()
+def summary(run_dir: Path, runs: dict[str, str], boundary=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(per-run table, paired differences from GRPO, long step curves) from the stores of ``runs``; the
+    plateau starts at ``boundary`` (default: the knee of the baseline's curves)."""
+    if boundary is None:
+        boundary = F.Layout(run_dir).boundary()
     frames, rows, curves = [], [], []
     for lab, run in runs.items():
         store = entropy_lens.open(run_dir / run)
@@ -154,12 +155,12 @@ def main() -> int:
     run_dir, out = Path(args.run), Path(args.out)
     try:
         runs = train_and_collect(run_dir, args.alphas, args.jobs)
-        table, diffs, curves = summary(run_dir, runs)
+        boundary = F.Layout(run_dir).boundary()
+        table, diffs, curves = summary(run_dir, runs, boundary)
     except UserError as e:
         print(f"ppl_alpha: {e}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    boundary = F.Layout(run_dir).boundary()
     md = out / "ppl_alpha.md"
     md.write_text(markdown(run_dir, table, diffs, boundary))
     figs = F.Figures("ppl_alpha", out)
