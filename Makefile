@@ -33,12 +33,12 @@ test-slow: setup
 
 # The main job on the embedded default: train, sweep, analyse, regenerate every figure.
 figures: setup
-	$(PY) figures/make_all.py --run $(RUN)
+	$(PY) -m figures.make_all --run $(RUN)
 
 # GRPO+PPL at α = 0.01, 0.05, 0.1, 0.2 branched from the baseline of `make figures` (about 15 minutes on 2
 # cores): figures/out/ppl_alpha.md and figR_ppl_alpha.png.
 ppl-alpha: setup
-	$(PY) figures/ppl_alpha.py --run $(RUN)
+	$(PY) -m figures.ppl_alpha --run $(RUN)
 
 # The embedded trainer alone: SFT warm-up, then GRPO with DAPO's tricks (2 CPU cores, about 6 minutes).
 train: setup

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-import entropy_lens
-from entropy_lens.analysis import stages
-from entropy_lens.analysis.report import detect_boundary
+from entropy_lens.analysis.context import RunView
 from entropy_lens.errors import UserError
 
 pl.Config.set_tbl_rows(30)
@@ -19,9 +17,9 @@ pl.Config.set_fmt_str_lengths(40)
 pl.Config.set_tbl_width_chars(220)
 
 
-def setup(doc: str):
-    """Parse ``STORE [--train-run RUN] [--boundary N] [--detector knee] [--top-frac 0.01]``; open the stores,
-    print the settings and the stage boundary; return ``(args, store, boundary)``."""
+def setup(doc: str) -> tuple[argparse.Namespace, RunView]:
+    """Parse ``STORE [--train-run RUN] [--boundary N] [--detector knee] [--top-frac 0.01]``; open the run, print
+    its settings and stage boundary; return ``(args, view)``."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("store", help="Store (a collect sweep with updates, or a training run).")
     ap.add_argument("--train-run", help="Training run store: its steps.parquet gives the curves and the boundary.")
@@ -30,22 +28,15 @@ def setup(doc: str):
     ap.add_argument("--top-frac", type=float, default=0.01, help="Per-step top |Δp| fraction = significant update.")
     args = ap.parse_args()
     try:
-        store = entropy_lens.open(args.store)
-        train = entropy_lens.open(args.train_run) if args.train_run else None
-        steps = train.steps if train is not None else store.steps
-        curves = stages.step_curves(tokens=store.tokens, samples=store.samples, steps=steps)
-        b, why = detect_boundary(curves, args.boundary, args.detector)
+        view = RunView.open(args.store, args.train_run, boundary=args.boundary, detector=args.detector)
+        b = view.boundary
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(f"store {Path(args.store)} ({store.manifest.get('kind')}), steps {store.completed_steps}"
-          + (f"; training log from {args.train_run}" if train is not None else ""))
-    print(f"stage boundary: " + (f"step {b.step} ({b.detector})" if b is not None else f"none ({why})"))
-    return args, store, curves, b
-
-
-def has_updates(store) -> bool:
-    return store.updates.select(pl.len()).collect().item() > 0
+    print(f"store {Path(args.store)} ({view.kind}), steps {view.store.completed_steps}"
+          + (f"; training log from {args.train_run}" if view.train is not None else ""))
+    print("stage boundary: " + (f"step {b.step} ({b.detector})" if b is not None else f"none ({view.boundary_reason})"))
+    return args, view
 
 
 def show(title: str, table: pl.DataFrame, note: str = "") -> None:

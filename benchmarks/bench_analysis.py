@@ -23,6 +23,7 @@ polars, the query and its result).  Generation's memory counts for none of them.
     python benchmarks/bench_analysis.py --rows 1e7                  # develop
     python benchmarks/bench_analysis.py --rows 1e8 --store /tmp/big  # the target run (keeps the store)
     python benchmarks/bench_analysis.py --store /tmp/big --reuse --only token_shift u_shape_summary
+    BENCH_LAZYFRAMES=1 python benchmarks/bench_analysis.py --store /tmp/big --reuse   # Store.tokens, not partitions
 
 Targets (2 cores): peak ≤ 8 GiB and ≥ 10⁷ token rows/s for every function.
 """
@@ -176,7 +177,11 @@ def _worker(name: str, store_path: str, boundary: int | None) -> dict:
     from entropy_lens.analysis import categories, defects, instance, polarity, position, stages, updates, vocab
 
     store = entropy_lens.open(store_path)
-    t, s, u, v = store.tokens, store.samples, store.updates, store.vocab
+    # tokens and updates as step partitions: the step-wise analyses read each step's file (the lazy ones scan them)
+    t, u = store.partitions("tokens"), store.partitions("updates")
+    if os.environ.get("BENCH_LAZYFRAMES"):  # the plain LazyFrames instead: each step is a filter of the scan
+        t, u = store.tokens, store.updates
+    s, v = store.samples, store.vocab
     base = _vm_hwm()
     plateau = dict(boundary=boundary, stage="plateau") if boundary is not None else {}
     extra = {}

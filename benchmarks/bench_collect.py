@@ -36,8 +36,7 @@ def naive_pipeline(model, tokenizer, prompt_ids, jobs, args) -> tuple[int, list[
     import torch
     from transformers import GenerationConfig
 
-    from entropy_lens.capture.sampling import cut_at_eos, eos_token_ids
-    from entropy_lens.capture.sweep import batch_seed
+    from entropy_lens.capture.sampling import batch_seed, cut_at_eos, eos_token_ids
 
     eos = eos_token_ids(model, tokenizer)
     gen = GenerationConfig(do_sample=True, temperature=args.temperature, top_p=1.0, top_k=0, num_beams=1,
@@ -83,8 +82,10 @@ def main() -> None:
     import torch
 
     import entropy_lens
+    from entropy_lens.capture.config import CollectConfig
     from entropy_lens.capture.sampling import encode_prompt
-    from entropy_lens.capture.sweep import CollectConfig, collect, step_jobs
+    from entropy_lens.capture.sweep import collect
+    from entropy_lens.capture.tables import step_jobs
     from entropy_lens.models import build_char_tokenizer, build_tiny_model, load_checkpoint, save_checkpoint
     from entropy_lens.tasks import load_eval_set
     from entropy_lens.tasks.arith import ALPHABET
@@ -101,7 +102,7 @@ def main() -> None:
     model, tokenizer = load_checkpoint(ckpt, device="cpu")
     problems = load_eval_set("arith").problems[: args.prompts]
     prompt_ids = [encode_prompt(tokenizer, q.prompt) for q in problems]
-    jobs = step_jobs(len(problems), CollectConfig(str(ckpt), **cfg))
+    jobs = step_jobs(len(problems), args.samples)
     naive_pipeline(model, tokenizer, prompt_ids, jobs[: args.batch_size], args)  # warm-up (one batch)
 
     t_collect, t_naive = [], []

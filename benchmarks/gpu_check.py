@@ -166,9 +166,8 @@ def _tokenizer(vocab: int):
 def phase_sweep(args, s: dict) -> dict:
     import torch
 
-    from entropy_lens.capture.sampling import BACKENDS, SamplingParams, encode_prompt
+    from entropy_lens.capture.sampling import SamplingParams, batch_seed, encode_prompt, sample_hf
     from entropy_lens.capture.scoring import score
-    from entropy_lens.capture.sweep import batch_seed
     from entropy_lens.models import TinyModelConfig, build_tiny_model, save_checkpoint
     from entropy_lens.tasks import load_eval_set
 
@@ -189,7 +188,7 @@ def phase_sweep(args, s: dict) -> dict:
     prompt_ids = [encode_prompt(tok, q.prompt) for q in problems]
     jobs = [(p, k) for p in range(len(problems)) for k in range(s["samples"])]
     params = SamplingParams(s["max_new_tokens"], 1.0, 1.0)
-    sampler = BACKENDS.get("hf")
+    sampler = sample_hf
     bs = s["sample_batch"]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -246,7 +245,8 @@ def phase_smoke(args, s: dict) -> dict:
     import polars as pl
 
     import entropy_lens
-    from entropy_lens.capture.sweep import CollectConfig, collect
+    from entropy_lens.capture.config import CollectConfig
+    from entropy_lens.capture.sweep import collect
 
     if not args.save or not (args.save / "config.json").exists():
         raise SystemExit(f"smoke: no checkpoint at {args.save} (run the sweep phase with --save first)")

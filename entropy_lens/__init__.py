@@ -6,7 +6,7 @@ returns a :class:`~entropy_lens.store.Store` whose tables are polars LazyFrames.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from entropy_lens.version import __version__
 
 __all__ = ["__version__", "open"]
 

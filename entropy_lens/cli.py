@@ -1,8 +1,9 @@
-"""The ``entropy-lens`` command line: one subcommand per job, each configured by a dataclass.
+"""The ``entropy-lens`` command line: the explicit list of its subcommands.
 
-Each subcommand's flags are generated from its config dataclass (field name → ``--field-name``, help text
-from the field's metadata), and its ``run`` only wires library calls together.  Errors a user can cause end
-as one line on stderr and exit code 2.
+Every subcommand is an :class:`entropy_lens.command.Command` (name, help, config dataclass, ``run``)
+defined in the package that does the work and listed in :func:`commands` below, in the order ``--help``
+shows them.  Flags come from the config dataclasses; ``run`` only wires library calls together.  Errors a
+user can cause end as one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -10,110 +11,54 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import types
-import typing
-from typing import Any, Callable
 
+from entropy_lens.command import Command, add_dataclass_arguments, config_from_args
 from entropy_lens.errors import UserError
 
 EPILOG = """quick start:
-  entropy-lens train --out data/runs/demo              # train the tiny default model (CPU, minutes)
-  entropy-lens collect data/runs/demo --dataset arith --out data/runs/demo/sweep
-  entropy-lens report data/runs/demo/sweep             # tables, figures and a summary
+  entropy-lens train --out data/runs/demo/baseline     # train the tiny default model (CPU, minutes)
+  entropy-lens collect data/runs/demo/baseline --dataset arith --out data/runs/demo/baseline/sweep
+  entropy-lens report data/runs/demo/baseline/sweep --train-run data/runs/demo/baseline
 """
 
 
-def _unwrap_optional(tp: Any) -> Any:
-    """``int | None`` → ``int``: an optional flag parses as its inner type and defaults to None."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
+# ------------------------------------------------------------------------------------------- intervene
+def run_intervene(cfg) -> None:
+    """The interventions experiment: sites chosen and results summarised by the analysis layer, the
+    regeneration done by capture; this is the one place the two meet."""
+    from entropy_lens.analysis import interventions
+    from entropy_lens.capture.intervene import intervene
+
+    print(intervene(cfg, select_sites=interventions.select_positions, summarize=interventions.summarize,
+                    groups=interventions.GROUPS))
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per dataclass field: ``--field-name`` (plus metadata ``aliases``); booleans get ``--x/--no-x``;
-    metadata gives help."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = _unwrap_optional(hints[f.name])
-        help_ = f.metadata.get("help", "")
-        choices = f.metadata.get("choices")
-        if f.metadata.get("positional"):
-            parser.add_argument(f.name, type=tp, help=help_)
-            continue
-        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
-        default = None if f.default is dataclasses.MISSING else f.default
-        if tp is bool:
-            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
-        else:
-            shown = "" if default is None else f" (default: {default})"
-            parser.add_argument(*flags, dest=f.name, type=tp, default=default, choices=choices,
-                                required=f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-                                help=help_ + shown, metavar=f.metadata.get("metavar", f.name.upper()))
-
-
-def config_from_args(cls: type, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-
-
-@dataclasses.dataclass
-class SubCommand:
-    name: str
-    help: str
-    config: type
-    run: Callable[[Any], None]
-
-
-def _collect(cfg) -> None:
-    from entropy_lens.capture.sweep import collect
-
-    print(collect(cfg))
-
-
-def _ls(cfg) -> None:
-    for kind, names in registries().items():
-        print(f"{kind}: {', '.join(names)}")
-
-
-def registries() -> dict[str, list[str]]:
-    """Every registry's names, for ``entropy-lens ls``."""
-    import entropy_lens.capture.sampling as sampling
-    import entropy_lens.capture.sweep  # noqa: F401  (registers the vllm and ray backends)
-    import entropy_lens.tasks.arith  # noqa: F401
-    from entropy_lens.tasks import TASKS
-
-    from entropy_lens.capture.ingest import MATCH_RULES, ROLLOUT_FORMATS
-
-    out = {"tasks": TASKS.names(), "backends": sampling.BACKENDS.names(),
-           "rollout formats": ROLLOUT_FORMATS.names(), "checkpoint match rules": MATCH_RULES.names()}
-    try:
-        from entropy_lens.analysis.stages import STAGE_DETECTORS
-        out["stage detectors"] = STAGE_DETECTORS.names()
-    except ImportError:
-        pass
-    try:
-        from entropy_lens.train.shaping import SHAPERS
-        out["shapers"] = SHAPERS.names()
-    except ImportError:
-        pass
-    return out
-
-
+# ------------------------------------------------------------------------------------------------- ls
 @dataclasses.dataclass
 class LsConfig:
     """``entropy-lens ls``: list registered tasks, backends, shapers and stage detectors."""
 
 
-def _validate(cfg) -> None:
-    import entropy_lens
+def registries() -> dict[str, list[str]]:
+    """Every registry's names, for ``entropy-lens ls``."""
+    from entropy_lens.analysis.stages import STAGE_DETECTORS
+    from entropy_lens.capture.backends import BACKENDS, EXECUTORS, SAMPLERS
+    from entropy_lens.capture.rollouts import MATCH_RULES, ROLLOUT_FORMATS
+    from entropy_lens.tasks import TASKS
+    from entropy_lens.train.shaping import SHAPERS
 
-    store = entropy_lens.open(cfg.store)
-    import polars as pl
-
-    counts = {t: getattr(store, t).select(pl.len()).collect().item() for t in ("tokens", "samples", "updates")}
-    print(f"{cfg.store}: {store.manifest['kind']} store, schema v{store.manifest['schema_version']}, "
-          f"steps {store.completed_steps}, " + ", ".join(f"{v:,} {k} rows" for k, v in counts.items()))
+    return {"tasks": TASKS.names(), "backends": BACKENDS.names(), "samplers": SAMPLERS.names(),
+            "executors": EXECUTORS.names(),
+            "rollout formats": ROLLOUT_FORMATS.names(), "checkpoint match rules": MATCH_RULES.names(),
+            "stage detectors": STAGE_DETECTORS.names(), "shapers": SHAPERS.names()}
 
 
+def run_ls(cfg: LsConfig) -> None:
+    for kind, names in registries().items():
+        print(f"{kind}: {', '.join(names)}")
+
+
+# ------------------------------------------------------------------------------------------- validate
 @dataclasses.dataclass
 class ValidateConfig:
     """``entropy-lens validate STORE``: check a store can be read and summarise it."""
@@ -121,34 +66,38 @@ class ValidateConfig:
     store: str = dataclasses.field(metadata={"help": "Store directory.", "positional": True})
 
 
-def subcommands() -> list[SubCommand]:
-    from entropy_lens.capture.sweep import CollectConfig
+def run_validate(cfg: ValidateConfig) -> None:
+    import polars as pl
 
-    cmds = [
-        SubCommand("collect", "sample checkpoints on an eval set and store per-token entropy", CollectConfig, _collect),
-        SubCommand("ls", "list registered names (tasks, backends, shapers, stage detectors)", LsConfig, _ls),
-        SubCommand("validate", "check a store and print its size", ValidateConfig, _validate),
+    from entropy_lens.store import open_store
+
+    store = open_store(cfg.store)
+    counts = {t: getattr(store, t).select(pl.len()).collect().item() for t in ("tokens", "samples", "updates")}
+    print(f"{cfg.store}: {store.manifest['kind']} store, schema v{store.manifest['schema_version']}, "
+          f"steps {store.completed_steps}, " + ", ".join(f"{v:,} {k} rows" for k, v in counts.items()))
+
+
+# ------------------------------------------------------------------------------------------- the list
+def commands() -> list[Command]:
+    """Every subcommand, in the order ``entropy-lens --help`` lists them."""
+    from entropy_lens.capture.cli import COLLECT, SCORE
+    from entropy_lens.capture.config import InterveneConfig
+    from entropy_lens.report.cli import REPORT
+    from entropy_lens.train.cli import TRAIN
+
+    return [
+        TRAIN,
+        COLLECT,
+        SCORE,
+        REPORT,
+        Command("intervene", "replace high-entropy tokens by the next-best token, regenerate, and compare "
+                "accuracy by PPL and by position (Figs. 4b, 5b)", InterveneConfig, run_intervene),
+        Command("ls", "list registered names (tasks, samplers, shapers, stage detectors)", LsConfig, run_ls),
+        Command("validate", "check a store and print its size", ValidateConfig, run_validate),
     ]
-    for extra in _optional_subcommands():
-        cmds.append(extra)
-    return cmds
 
 
-def _optional_subcommands() -> list[SubCommand]:
-    """Subcommands provided by other modules (train, report, score, intervene), when present."""
-    out = []
-    for module in ("entropy_lens.train.cli", "entropy_lens.analysis.cli", "entropy_lens.capture.cli"):
-        try:
-            mod = __import__(module, fromlist=["SUBCOMMANDS"])
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        out += [SubCommand(*s) for s in mod.SUBCOMMANDS]
-    return out
-
-
-def build_parser(cmds: list[SubCommand]) -> argparse.ArgumentParser:
+def build_parser(cmds: list[Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="entropy-lens", epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Where did my RL run's entropy go, and what did it buy?")
@@ -160,7 +109,7 @@ def build_parser(cmds: list[SubCommand]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cmds = subcommands()
+    cmds = commands()
     parser = build_parser(cmds)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,4 +1,4 @@
-"""The tiny default model and tokenizer, and loading of any Hugging Face causal-LM checkpoint.
+"""The tiny default model and tokenizer, loading of any Hugging Face causal-LM checkpoint, device and dtype.
 
 Nothing is downloaded: the embedded default is a stock ``Qwen2ForCausalLM`` built from a small config and a
 character-level tokenizer built with the ``tokenizers`` library, both saved with ``save_pretrained``, so
@@ -110,3 +110,21 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu", dtype: torch.dtype
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def resolve_device(device: str) -> str:
+    """``--device`` → a torch device string: ``auto`` is ``cuda`` when available, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device {device!r}: expected cpu, cuda or auto")
+    return device
+
+
+def default_dtype(device: str) -> torch.dtype:
+    """The weights' dtype on ``device``: bfloat16 on CUDA (half the memory of float32), float32 on the CPU.
+
+    Scoring accumulates in float32 whatever the weights' dtype (:mod:`entropy_lens.ops`)."""
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32

@@ -27,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -35,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from entropy_lens.errors import StoreLockedError, UserError
+from entropy_lens.version import __version__
 
 SCHEMA_VERSION = 1
 MANIFEST = "lens.json"
@@ -71,7 +73,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 PARTITIONED = ("tokens", "samples", "updates")
 _SORT = {"tokens": _KEY + ["position"], "samples": _KEY, "updates": _KEY + ["position"], "vocab": ["token_id"]}
-ROW_GROUP_SIZE = 1 << 20  # large row groups: small ones halve write and scan throughput (ANCHORS D3)
+ROW_GROUP_SIZE = 1 << 20  # large row groups: 100k-row batches halved zstd write throughput (6.9 → 3.5 M rows/s, measured)
 
 
 def partition_path(root: Path, table: str, step: int) -> Path:
@@ -187,14 +189,14 @@ class StoreWriter:
             self._lock_fd = None
 
     def _load_or_create_manifest(self) -> None:
-        from entropy_lens import __version__
-
         if (self.root / MANIFEST).exists():
             manifest = read_manifest(self.root)
-            if manifest.get("kind") != self.kind or manifest.get("settings") != self.settings:
+            old = manifest.get("settings", {})
+            if manifest.get("kind") != self.kind or not _same_settings(old, self.settings):
                 diff = _settings_diff(manifest.get("settings", {}), self.settings)
                 raise UserError(f"{self.root}: this store was written by a different {manifest.get('kind')} "
                                 f"({diff}); choose a new --out or repeat the original settings")
+            manifest["settings"] = self.settings  # records what an older toolkit's manifest lacked
             self.manifest = manifest
         else:
             self.manifest = {"schema_version": SCHEMA_VERSION, "kind": self.kind, "toolkit_version": __version__,
@@ -239,9 +241,29 @@ class StoreWriter:
         self._save_manifest()
 
 
+# Settings that newer toolkits record and that only restate others (``sampling`` restates temperature, top_p,
+# max_new_tokens and chat_template): a store written before such a key existed resumes when everything else
+# matches, and the key is then added to its manifest.
+RESTATED_SETTINGS = ("sampling",)
+
+
+def _same_settings(old: dict, new: dict) -> bool:
+    absent = {k for k in RESTATED_SETTINGS if k not in old}
+    return {k: v for k, v in old.items() if k not in absent} == {k: v for k, v in new.items() if k not in absent}
+
+
 def _settings_diff(old: dict, new: dict) -> str:
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(f"{k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in keys[:3]) or "same settings"
+
+
+def open_store(path: str | Path, what: str = "store") -> "Store":
+    """Open ``path`` for reading; a missing folder is a :class:`UserError` naming ``what`` (e.g. "--train-run")."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{what} {p}: no such directory; point at a store folder written by `entropy-lens collect`, "
+                        "`score` or `train`")
+    return Store(p)
 
 
 class Store:
@@ -255,14 +277,18 @@ class Store:
         self.manifest = read_manifest(self.root)
 
     def _scan(self, table: str) -> pl.LazyFrame:
+        return self.partitions(table).scan()
+
+    def partitions(self, table: str) -> "Partitions":
+        """The completed step partitions of ``table`` (tokens, samples or updates): step → Parquet file.
+
+        Pass them where a step-wise analysis takes ``tokens=`` / ``updates=``: it then reads each step's own
+        file instead of filtering the scan of all of them by step (the same rows either way).
+        """
+        if table not in PARTITIONED:
+            raise ValueError(f"{table} is not a partitioned table (one of {', '.join(PARTITIONED)})")
         steps = self.manifest["completed"].get(table, [])
-        paths = [str(partition_path(self.root, table, s)) for s in steps]
-        if not paths:
-            lf = pl.LazyFrame(schema=pl.from_arrow(SCHEMAS[table].empty_table()).schema)
-        else:
-            lf = pl.scan_parquet(paths, hive_partitioning=False)
-        _set_step_scans(lf, {s: _FileScan(p) for s, p in zip(steps, paths)})
-        return lf
+        return Partitions(table, {int(s): partition_path(self.root, table, s) for s in steps})
 
     def tokens_with_updates(self) -> pl.LazyFrame:
         """View: the ``tokens`` rows of every step that has ``updates``, with ``next_step`` and ``logprob_next``.
@@ -271,9 +297,11 @@ class Store:
         both tables' partitions are written sorted by that key, one row per token, so each step's two files
         are paired row for row and concatenated horizontally.  Each step is checked first (row counts from
         the Parquet footers, then the four key columns compared row by row, which reads only the keys); a
-        step that is not aligned is joined instead.  Pass it as ``tokens=`` to the Δp analyses.
+        step that is not aligned is joined instead (:class:`StepPairs`).  The Δp analyses take it as ``tokens=``
+        without ``updates=``; they read it a step at a time by filtering it, so ``tokens=store.partitions("tokens"),
+        updates=store.partitions("updates")`` is the faster way to give them the same rows.
         """
-        return pair_steps(self.tokens, self.updates, ("next_step", "logprob_next"))
+        return pair_steps(self.partitions("tokens"), self.partitions("updates"), ("next_step", "logprob_next"))
 
     @property
     def tokens(self) -> pl.LazyFrame:
@@ -309,65 +337,68 @@ class Store:
 
 
 # ------------------------------------------------------------------------------------ step-wise reading
-# LazyFrames returned by :class:`Store` remember their partitions: analyses that work one step at a time
-# (exact per-step quantiles, row-for-row pairing of tokens and updates) read each step's file directly
-# instead of filtering the whole scan.  Any other LazyFrame falls back to ``filter(step == s)``.
-_STEP_ATTR = "_entropy_lens_steps"
+# Analyses that work one step at a time (exact per-step quantiles, row-for-row pairing of tokens and updates)
+# read a step's rows from its own partition file when they are given the table's Partitions, and otherwise
+# filter the frame they are given by step.  Both give the same rows in the same (stored) order.
 TOKEN_KEY = [*_KEY, "position"]
 
 
-class _FileScan:
-    """One partition file: its scan, and its row count from the Parquet footer (no data read)."""
+@dataclass(frozen=True, eq=False)
+class Partitions:
+    """One table's completed step partitions, from :meth:`Store.partitions`: ``paths`` maps step → file.
 
-    def __init__(self, path: str):
-        self.path = path
+    :meth:`scan` is the same LazyFrame as the store's table property (``Store.tokens`` for the tokens).
+    """
+
+    table: str
+    paths: dict[int, Path]
 
     def scan(self) -> pl.LazyFrame:
-        return pl.scan_parquet(self.path, hive_partitioning=False)
+        if not self.paths:
+            return pl.LazyFrame(schema=pl.from_arrow(SCHEMAS[self.table].empty_table()).schema)
+        return pl.scan_parquet([str(p) for p in self.paths.values()], hive_partitioning=False)
 
-    def num_rows(self) -> int | None:
+
+class StepTable:
+    """One table read a step at a time: ``steps`` (sorted), :meth:`scan` (one step's rows, in stored order)
+    and :meth:`num_rows` (from the Parquet footer of a partition file; None for a filtered frame).
+
+    Build it with :func:`step_tables`, from :class:`Partitions` (each step is its own file) or from any frame
+    (each step is ``frame.filter(step == s)``).
+    """
+
+    def __init__(self, files: dict[int, Path] | None = None, frame: pl.LazyFrame | None = None,
+                 steps: Iterable[int] = ()):
+        self._files, self._frame = files, frame
+        self.steps = sorted(files) if files is not None else sorted(int(s) for s in steps)
+
+    def scan(self, step: int) -> pl.LazyFrame:
+        if self._files is not None:
+            return pl.scan_parquet(str(self._files[step]), hive_partitioning=False)
+        return self._frame.filter(pl.col("step") == step)
+
+    def num_rows(self, step: int) -> int | None:
+        if self._files is None:
+            return None
         try:
-            return pq.ParquetFile(self.path).metadata.num_rows
+            return pq.ParquetFile(self._files[step]).metadata.num_rows
         except OSError:
             return None
 
 
-class _FrameScan:
-    def __init__(self, lf: pl.LazyFrame):
-        self.lf = lf
-
-    def scan(self) -> pl.LazyFrame:
-        return self.lf
-
-    def num_rows(self) -> int | None:
-        return None
+def source_frame(source: pl.LazyFrame | Partitions) -> pl.LazyFrame:
+    """The whole table as one LazyFrame (``Partitions.scan()``, or the frame itself)."""
+    return source.scan() if isinstance(source, Partitions) else source
 
 
-def _set_step_scans(lf: pl.LazyFrame, scans: dict) -> None:
-    setattr(lf, _STEP_ATTR, scans)
-
-
-def step_scans(lf: pl.LazyFrame) -> dict[int, pl.LazyFrame] | None:
-    """``{step: LazyFrame of that step's rows}`` for a frame returned by :class:`Store` (or its
-    :meth:`Store.tokens_with_updates` view) as it was returned; ``None`` for any other frame."""
-    scans = getattr(lf, _STEP_ATTR, None)
-    return None if scans is None else {s: sc.scan() for s, sc in scans.items()}
-
-
-def _step_sources(lf: pl.LazyFrame) -> dict | None:
-    return getattr(lf, _STEP_ATTR, None)
-
-
-def discover_steps(*frames: pl.LazyFrame) -> list[dict]:
-    """Per frame, its step sources: the remembered partitions, else ``filter(step == s)`` for each distinct
-    step (found with one scan of the ``step`` column of the frames that need it)."""
-    out: list[dict | None] = [_step_sources(f) for f in frames]
-    todo = [i for i, o in enumerate(out) if o is None]
-    if todo:
-        found = pl.collect_all([frames[i].select(pl.col("step").unique().drop_nulls()) for i in todo])
-        for i, df in zip(todo, found):
-            out[i] = {int(s): _FrameScan(frames[i].filter(pl.col("step") == s)) for s in sorted(df["step"].to_list())}
-    return out  # type: ignore[return-value]
+def step_tables(*sources: pl.LazyFrame | Partitions) -> list[StepTable]:
+    """A :class:`StepTable` per source; the frames' steps are found with one parallel scan of their ``step``
+    columns."""
+    frames = [i for i, s in enumerate(sources) if not isinstance(s, Partitions)]
+    found = pl.collect_all([sources[i].select(pl.col("step").unique().drop_nulls()) for i in frames]) if frames else []
+    steps = {i: df["step"].to_list() for i, df in zip(frames, found)}
+    return [StepTable(files=s.paths) if isinstance(s, Partitions) else StepTable(frame=s, steps=steps[i])
+            for i, s in enumerate(sources)]
 
 
 def keys_aligned(t: pl.DataFrame, u: pl.DataFrame) -> bool:
@@ -380,38 +411,99 @@ def keys_aligned(t: pl.DataFrame, u: pl.DataFrame) -> bool:
         return False
 
 
-def pair_steps(tokens: pl.LazyFrame, updates: pl.LazyFrame, columns=("logprob_next",)) -> pl.LazyFrame:
-    """``tokens`` with the ``columns`` of ``updates`` (an inner join on the token key), paired step by step.
+class StepPairs:
+    """``tokens ⋈ updates`` (inner join on the token key), one step partition at a time.
 
-    For each step in both frames: when the two sides hold the same keys in the same order (checked now,
-    reading only the key columns; the Parquet footers' row counts first when known) the step is a
-    horizontal concatenation; otherwise that step is an inner join.  Steps missing from either side are
-    left out, as the join would.  The result remembers its steps (:func:`step_scans`).
+    The store writes a step's tokens and updates rows sorted by the key, one updates row per token row, so a
+    step is paired by a horizontal concatenation when the two sides hold the same keys in the same order;
+    any other step is joined.  The verdict per step is taken once (row counts from the Parquet footers when
+    known, else the four key columns compared row by row) and remembered, so later reads of the step read
+    only the columns they need.
+
+    ``steps``: the steps present on both sides.  ``next_columns``: the updates columns added (default
+    ``logprob_next``).  ``tokens`` that already carry ``logprob_next`` need no ``updates``: they are read as
+    they are.
     """
-    columns = list(columns)
-    t_src, u_src = discover_steps(tokens, updates)
-    steps = sorted(set(t_src) & set(u_src))
-    t_names = tokens.collect_schema().names()
-    todo = []
-    for s in steps:
-        nt, nu = t_src[s].num_rows(), u_src[s].num_rows()
-        if nt is not None and nu is not None and nt != nu:
-            continue
-        todo.append(s)
-    key_frames = pl.collect_all([q for s in todo for q in (t_src[s].scan().select(TOKEN_KEY),
-                                                           u_src[s].scan().select(TOKEN_KEY))]) if todo else []
-    aligned = {s: keys_aligned(key_frames[2 * i], key_frames[2 * i + 1]) for i, s in enumerate(todo)}
-    parts: dict[int, _FrameScan] = {}
-    for s in steps:
-        t, u = t_src[s].scan(), u_src[s].scan()
-        if aligned.get(s, False):
-            lf = pl.concat([t, u.select(columns)], how="horizontal")
+
+    def __init__(self, tokens: pl.LazyFrame | Partitions, updates: pl.LazyFrame | Partitions | None = None,
+                 next_columns: Iterable[str] = ("logprob_next",)):
+        self.next_columns = list(next_columns)
+        self.token_columns = source_frame(tokens).collect_schema().names()
+        self.joined = "logprob_next" in self.token_columns
+        if self.joined:
+            (self._t,) = step_tables(tokens)
+            self._u = None
+            self.steps = self._t.steps
         else:
-            lf = t.join(u.select(*TOKEN_KEY, *columns), on=TOKEN_KEY, how="inner").select(*t_names, *columns)
-        parts[s] = _FrameScan(lf)
-    if parts:
-        out = pl.concat([p.lf for p in parts.values()], how="vertical")
-    else:
-        out = tokens.join(updates.select(*TOKEN_KEY, *columns), on=TOKEN_KEY, how="inner")
-    _set_step_scans(out, parts)
-    return out
+            if updates is None:
+                raise UserError("updates are needed (or tokens with a logprob_next column)")
+            self._t, self._u = step_tables(tokens, updates)
+            self.steps = sorted(set(self._t.steps) & set(self._u.steps))
+        self._aligned: dict[int, bool] = {}
+
+    def _known_misaligned(self, step: int) -> bool:
+        nt, nu = self._t.num_rows(step), self._u.num_rows(step)
+        return nt is not None and nu is not None and nt != nu
+
+    def frame(self, step: int, columns: Iterable[str], with_next: bool = True) -> pl.DataFrame:
+        """One step's rows: the token ``columns`` (and the next columns unless ``with_next`` is False)."""
+        cols = list(dict.fromkeys(columns))
+        t = self._t.scan(step)
+        if self.joined:
+            return t.select(*cols, *(["logprob_next"] if with_next and "logprob_next" not in cols else [])).collect()
+        u = self._u.scan(step)
+        ucols = self.next_columns if with_next else []
+        if step not in self._aligned and self._known_misaligned(step):
+            self._aligned[step] = False
+        known = self._aligned.get(step)
+        if known:
+            if not ucols:
+                return t.select(cols).collect()
+            tdf, udf = pl.collect_all([t.select(cols), u.select(ucols)])
+            if tdf.height != udf.height:  # the files changed under us: pair by key instead
+                self._aligned[step] = False
+                return self.frame(step, cols, with_next)
+            return tdf.hstack(udf)
+        tcols = list(dict.fromkeys([*TOKEN_KEY, *cols]))
+        tdf, udf = pl.collect_all([t.select(tcols), u.select(*TOKEN_KEY, *ucols)])
+        if known is None:  # first read: the key columns are read anyway, so the verdict costs nothing more
+            self._aligned[step] = ok = keys_aligned(tdf, udf)
+            if ok:
+                return tdf.select(cols).hstack(udf.select(ucols)) if ucols else tdf.select(cols)
+        return tdf.join(udf, on=TOKEN_KEY, how="inner").select(*cols, *ucols)
+
+    def check(self, steps: Iterable[int]) -> None:
+        """Take the alignment verdict of every step of ``steps`` not yet known (keys read in one parallel pass)."""
+        todo = [s for s in steps if s not in self._aligned and not self.joined]
+        for s in todo:
+            if self._known_misaligned(s):
+                self._aligned[s] = False
+        todo = [s for s in todo if s not in self._aligned]
+        keys = pl.collect_all([q for s in todo for q in (self._t.scan(s).select(TOKEN_KEY),
+                                                         self._u.scan(s).select(TOKEN_KEY))]) if todo else []
+        for i, s in enumerate(todo):
+            self._aligned[s] = keys_aligned(keys[2 * i], keys[2 * i + 1])
+
+    def scan(self, step: int) -> pl.LazyFrame:
+        """One step's rows, lazily: every token column and the next columns (the verdict is taken first)."""
+        t = self._t.scan(step)
+        if self.joined:
+            return t
+        self.check([step])
+        u = self._u.scan(step)
+        if self._aligned[step]:
+            return pl.concat([t, u.select(self.next_columns)], how="horizontal")
+        return (t.join(u.select(*TOKEN_KEY, *self.next_columns), on=TOKEN_KEY, how="inner")
+                .select(*self.token_columns, *self.next_columns))
+
+
+def pair_steps(tokens: pl.LazyFrame | Partitions, updates: pl.LazyFrame | Partitions,
+               columns: Iterable[str] = ("logprob_next",)) -> pl.LazyFrame:
+    """``tokens`` with the ``columns`` of ``updates`` (an inner join on the token key), paired step by step
+    (:class:`StepPairs`): steps missing from either side are left out, as the join would."""
+    pairs = StepPairs(tokens, updates, columns)
+    pairs.check(pairs.steps)
+    if pairs.steps:
+        return pl.concat([pairs.scan(s) for s in pairs.steps], how="vertical")
+    t, u = source_frame(tokens), source_frame(updates)
+    return t.join(u.select(*TOKEN_KEY, *pairs.next_columns), on=TOKEN_KEY, how="inner")

@@ -1,8 +1,8 @@
-"""Fig. 2 (rising stage, PAPER §2.1 A–C): (b) token types with the largest entropy drop / frequency rise,
+"""Fig. 2 (rising stage, paper-notes §2.1 A–C): (b) token types with the largest entropy drop / frequency rise,
 (c) entropy of positive vs negative samples, (d) proportions of defective responses.
 
-Reads the baseline's sweep (else the baseline training store); the stage boundary from the baseline's curves.
-Usage: python figures/fig2_rising.py --run data/runs/demo [--out figures/out]
+Reads the baseline's sweep (else the baseline training store); the stage boundary is the run's.
+Usage: python -m figures.fig2_rising --run data/runs/demo [--out figures/out]
 """
 
 from __future__ import annotations
@@ -10,36 +10,34 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _figlib as F  # noqa: E402
-from entropy_lens.analysis import defects, polarity, vocab  # noqa: E402
-from entropy_lens.errors import UserError  # noqa: E402
-from entropy_lens.plots import stages as pst  # noqa: E402
+from entropy_lens.analysis import defects, polarity, vocab
+from entropy_lens.errors import UserError
+from entropy_lens.plots import stages as stage_plots
+from figures.figlib import Figures, Layout, cli
 
 
 def main(run_dir, out_dir="figures/out") -> list[Path]:
-    lay, figs = F.Layout(Path(run_dir)), F.Figures("fig2_rising", out_dir)
-    store = lay.analysis_store()
-    if store is None:
+    lay, figs = Layout(Path(run_dir)), Figures("fig2_rising", out_dir)
+    view = lay.view
+    if view is None:
         figs.skip("fig2b/c/d", f"no baseline training store or sweep under {run_dir}")
         return figs.done()
-    b = lay.boundary()
-    bstep = None if b is None else b.step
+    boundary = view.boundary_step
     try:
-        shift = vocab.token_shift(tokens=store.tokens, vocab=store.vocab, boundary=bstep)
+        shift = vocab.token_shift(tokens=view.tokens, vocab=view.vocab, boundary=boundary)
         top = vocab.top_token_shifts(shift, n=15)
         if top.height:
-            figs.save("fig2b_token_shift", pst.plot_token_shift(top))
+            figs.save("fig2b_token_shift", stage_plots.plot_token_shift(top))
         else:
             figs.skip("fig2b_token_shift", "no token type occurs often enough in the rising-stage windows")
     except UserError as e:
         figs.skip("fig2b_token_shift", str(e))
-    pol = polarity.polarity_entropy(tokens=store.tokens, samples=store.samples)
-    figs.save("fig2c_polarity_entropy", pst.plot_polarity_entropy(pol, boundary=b))
-    figs.save("fig2d_defects", pst.plot_defect_proportions(defects.defect_proportions(samples=store.samples), boundary=b))
+    pol = polarity.polarity_entropy(tokens=view.tokens, samples=view.samples)
+    figs.save("fig2c_polarity_entropy", stage_plots.plot_polarity_entropy(pol, boundary=boundary))
+    shares = defects.defect_proportions(samples=view.samples)
+    figs.save("fig2d_defects", stage_plots.plot_defect_proportions(shares, boundary=boundary))
     return figs.done()
 
 
 if __name__ == "__main__":
-    sys.exit(F.cli(main, __doc__))
+    sys.exit(cli(main, __doc__))

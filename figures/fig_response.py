@@ -1,7 +1,7 @@
-"""Response analysis of the methods (PAPER §3, §5.5): response length vs step, and the share of each
+"""Response analysis of the methods (paper-notes §3, §5.5): response length vs step, and the share of each
 semantic token category (formal, logical, metacognitive, support) in late-training responses, for the
 baseline, GRPO+PPL and GRPO+POSITION runs (each run's rollouts; token strings from a vocab.parquet).
-Usage: python figures/fig_response.py --run data/runs/demo [--out figures/out]
+Usage: python -m figures.fig_response --run data/runs/demo [--out figures/out]
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _figlib as F  # noqa: E402
-from entropy_lens.analysis import categories  # noqa: E402
-from entropy_lens.analysis.report import late_start  # noqa: E402
-from entropy_lens.plots import methods as pmeth  # noqa: E402
-from entropy_lens.plots.style import CATEGORY_COLORS, lens_style, new_figure  # noqa: E402
+from entropy_lens.analysis import categories
+from entropy_lens.analysis.context import late_start
+from entropy_lens.plots import methods as method_plots
+from entropy_lens.plots.style import CATEGORY_COLORS, lens_style, new_figure
+from figures.figlib import RUNS, Figures, Layout, cli
 
 METHODS = ["baseline", "ppl", "position"]
 
@@ -44,7 +42,7 @@ def plot_category_shares(table: pl.DataFrame):
 
 
 def main(run_dir, out_dir="figures/out") -> list[Path]:
-    lay, figs = F.Layout(Path(run_dir)), F.Figures("fig_response", out_dir)
+    lay, figs = Layout(Path(run_dir)), Figures("fig_response", out_dir)
     stores = {n: lay.run(n) for n in METHODS if lay.run(n) is not None}
     if len(stores) < 2:
         figs.skip("fig_response_*", f"needs at least two of RUN/{', RUN/'.join(METHODS)}; found {sorted(stores)}")
@@ -58,23 +56,22 @@ def main(run_dir, out_dir="figures/out") -> list[Path]:
         else:
             d = s.samples.group_by("step").agg(pl.col("length").cast(pl.Float64).mean().alias("response_length")).collect()
             d = d.with_columns(pl.col("step").cast(pl.Int64))
-        frames.append(d.with_columns(pl.lit(F.RUNS[n]).alias("run")))
-    figs.save("fig_response_length", pmeth.plot_response_length(pl.concat(frames).sort("run", "step")))
+        frames.append(d.with_columns(pl.lit(RUNS[n]).alias("run")))
+    figs.save("fig_response_length", method_plots.plot_response_length(pl.concat(frames).sort("run", "step")))
     vocab_lf = next((s.vocab for s in [*stores.values(), lay.sweep()] if s is not None and s.vocab is not None), None)
     if vocab_lf is None:
         figs.skip("fig_response_categories", "no vocab.parquet in the runs or the sweep to classify tokens")
         return figs.done()
-    base = lay.steps("baseline")
     rows = []
     for n, s in stores.items():
         steps = s.tokens.select(pl.col("step").unique()).collect()
-        start = late_start(steps, lay.boundary() if base is not None else None)
+        start = lay.view.late_start(steps) if lay.view is not None else late_start(steps, None)
         t = s.tokens.filter(pl.col("step") >= start) if start is not None else s.tokens
         p = categories.category_proportions(tokens=t, vocab=vocab_lf, by=())
-        rows.append(p.with_columns(pl.lit(F.RUNS[n]).alias("run")))
+        rows.append(p.with_columns(pl.lit(RUNS[n]).alias("run")))
     figs.save("fig_response_categories", plot_category_shares(pl.concat(rows)))
     return figs.done()
 
 
 if __name__ == "__main__":
-    sys.exit(F.cli(main, __doc__))
+    sys.exit(cli(main, __doc__))

@@ -1,6 +1,6 @@
 """`make figures`: the whole paper pipeline on the embedded default, from nothing, on 2 CPU cores.
 
-    python figures/make_all.py --run data/runs/demo [--out figures/out] [--jobs 2] [--scale 1.0]
+    python -m figures.make_all --run data/runs/demo [--out figures/out] [--jobs 2] [--scale 1.0]
 
 Stages, each a separate `entropy-lens` process and a file boundary (re-running skips finished work: the
 trainer resumes from its latest checkpoint, collect skips finished steps):
@@ -9,7 +9,7 @@ trainer resumes from its latest checkpoint, collect skips finished steps):
    the rising → plateau boundary s*.
 2. In parallel, `--jobs` at a time, all branched from the baseline:
    - `train --shaping ppl` and `--shaping ppl-high` from the baseline's post-SFT checkpoint (step 0), as
-     long as the baseline: the paper ran PPL shaping from the start (PAPER.md §3, Fig. R a/b);
+     long as the baseline: the paper ran PPL shaping from the start (paper-notes §3, Fig. R a/b);
    - `train --shaping position` and `--shaping position-begin` from the baseline's checkpoint at s*, to the
      baseline's last step: the paper branched its POSITION runs at the plateau (Fig. R c/d);
    - `collect RUN/baseline --out RUN/baseline/sweep`: every checkpoint on the held-out set, with
@@ -18,7 +18,7 @@ trainer resumes from its latest checkpoint, collect skips finished steps):
    checkpoints Table 1 scores (the baseline's step 0 and the final checkpoint of every run) for each of its
    benchmarks (`arith`, `arith-long`, `arith-wide`), skipping what a store already holds (the sweep has the baseline's
    step 0 on `arith`); see figures/table1.py; in the same pool, `intervene RUN/baseline/sweep`: token
-   replacement at high-entropy positions (PAPER §2.2 H, §2.3 K);
+   replacement at high-entropy positions (paper-notes §2.2 H, §2.3 K);
 4. every figure script in figures/ (Table 1 included), then figures/FINDINGS.md.
 
 ``--scale`` shrinks step counts for a quick look (the miniature end-to-end test uses it); 1.0 is the
@@ -37,7 +37,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 FIGURE_SCRIPTS = ("fig1_stages", "fig2_rising", "fig3_plateau", "fig4_instance", "fig5_position",
                   "fig_methods", "fig_response", "table1")
@@ -84,14 +83,22 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 
 def plateau_branch_step(baseline: Path) -> int:
     """The saved checkpoint nearest the baseline's knee, at or before it (the POSITION branch point)."""
-    import entropy_lens
-    from entropy_lens.analysis.stages import detect_stage_boundary, step_curves
+    from entropy_lens.analysis.context import RunView
+    from entropy_lens.errors import UserError
 
-    store = entropy_lens.open(baseline)
-    curves = step_curves(tokens=store.tokens, samples=store.samples, steps=store.steps)
-    knee = detect_stage_boundary(curves, "knee").step
+    view = RunView.open(baseline)
+    if view.boundary is None:
+        raise UserError(f"{baseline}: no stage boundary to branch the POSITION runs at ({view.boundary_reason})")
+    knee = view.boundary_step
     steps = checkpoint_steps(baseline)
     return max([s for s in steps if s <= knee] or steps[:1])
+
+
+def draw_figures(run_dir: Path, out: Path, findings: Path) -> None:
+    """Stage 4: every figure script (Table 1 included) into ``out``, then FINDINGS.md at ``findings``."""
+    for name in FIGURE_SCRIPTS:
+        importlib.import_module(f"figures.{name}").main(run_dir, out)
+    importlib.import_module("figures.findings").write_findings(run_dir, findings)
 
 
 def main() -> int:
@@ -142,7 +149,7 @@ def main() -> int:
 
     # Table 1's checkpoints on its benchmarks, once every run has its final checkpoint; only what no store
     # holds yet (no updates: the table needs samples only)
-    table1 = importlib.import_module("table1")
+    table1 = importlib.import_module("figures.table1")
     bench = {f"bench-{r}-{ds}": cli("collect", str(run_dir / r), "--dataset", ds, "--out",
                                     str(table1.bench_dir(run_dir, r, ds)), "--steps", table1.steps_spec(steps),
                                     "--no-updates")
@@ -154,10 +161,7 @@ def main() -> int:
     print(f"[make_all] bench stage: {len(bench)} collect(s) and the interventions in "
           f"{time.perf_counter() - t_bench:.0f}s", flush=True)
 
-    for name in FIGURE_SCRIPTS:
-        importlib.import_module(name).main(run_dir, out)
-    findings = importlib.import_module("findings")
-    findings.write_findings(run_dir, Path(args.findings))
+    draw_figures(run_dir, out, Path(args.findings))
     print(f"[make_all] figures in {out}; findings in {args.findings}; "
           f"total {time.perf_counter() - t_start:.0f}s", flush=True)
     return 0

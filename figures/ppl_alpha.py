@@ -1,10 +1,10 @@
-"""GRPO+PPL at several strengths α: does low-PPL emphasis do anything, and from which α? (PAPER.md §4.1)
+"""GRPO+PPL at several strengths α: does low-PPL emphasis do anything, and from which α? (paper-notes §4.1)
 
 The paper's α = 0.01 keeps the weight clamp(1 − α·w_ppl, 0.8, 1.2) within about [0.98, 1.02], so the
-shaped run can hardly differ from GRPO; the paper's α ablation is not known (PAPER.md §4.1 suggests
+shaped run can hardly differ from GRPO; the paper's α ablation is not known (paper-notes §4.1 suggests
 sweeping α ∈ {0.01, 0.05, 0.1, 0.2}).  This script runs that sweep on the embedded default:
 
-    python figures/ppl_alpha.py --run data/runs/demo [--alphas 0.01 0.05 0.1 0.2] [--jobs 2] [--out figures/out]
+    python -m figures.ppl_alpha --run data/runs/demo [--alphas 0.01 0.05 0.1 0.2] [--jobs 2] [--out figures/out]
     make ppl-alpha                                   # the same, after `make figures`
 
 1. For each α, ``entropy-lens train --shaping ppl --ppl-alpha α --from RUN/baseline/checkpoints/step_0`` as
@@ -27,21 +27,20 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
+
+import entropy_lens
+from entropy_lens.analysis.advantages import shaping_effect
+from entropy_lens.analysis.benchmarks import benchmark_table, paired_differences
+from entropy_lens.errors import UserError
+from entropy_lens.plots import methods as method_plots
+from figures import table1
+from figures.figlib import RUNS, Figures, Layout
+from figures.make_all import cli, run_side_by_side
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import polars as pl  # noqa: E402
-
-import _figlib as F  # noqa: E402
-import entropy_lens  # noqa: E402
-import table1  # noqa: E402
-from entropy_lens.analysis.advantages import shaping_effect  # noqa: E402
-from entropy_lens.analysis.benchmarks import benchmark_table, paired_differences  # noqa: E402
-from entropy_lens.errors import UserError  # noqa: E402
-from entropy_lens.plots import methods as pmeth  # noqa: E402
-
 DATASET = "arith"
-GRPO = F.RUNS["baseline"]
+GRPO = RUNS["baseline"]
 
 
 def label(alpha: float) -> str:
@@ -65,8 +64,6 @@ def run_for(run_dir: Path, alpha: float, step0: Path) -> str:
 
 def train_and_collect(run_dir: Path, alphas: list[float], jobs: int) -> dict[str, str]:
     """Steps 1 and 2 of the module docstring; returns label → run."""
-    from make_all import cli, run_side_by_side
-
     base = run_dir / "baseline"
     final = table1.final_step(run_dir, "baseline")
     step0 = base / "checkpoints" / "step_0"
@@ -95,7 +92,7 @@ def summary(run_dir: Path, runs: dict[str, str], boundary=None) -> tuple[pl.Data
     """(per-run table, paired differences from GRPO, long step curves) from the stores of ``runs``; the
     plateau starts at ``boundary`` (default: the knee of the baseline's curves)."""
     if boundary is None:
-        boundary = F.Layout(run_dir).boundary()
+        boundary = Layout(run_dir).boundary
     frames, rows, curves = [], [], []
     for lab, run in runs.items():
         store = entropy_lens.open(run_dir / run)
@@ -155,7 +152,7 @@ def main() -> int:
     run_dir, out = Path(args.run), Path(args.out)
     try:
         runs = train_and_collect(run_dir, args.alphas, args.jobs)
-        boundary = F.Layout(run_dir).boundary()
+        boundary = Layout(run_dir).boundary
         table, diffs, curves = summary(run_dir, runs, boundary)
     except UserError as e:
         print(f"ppl_alpha: {e}", file=sys.stderr)
@@ -163,9 +160,9 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     md = out / "ppl_alpha.md"
     md.write_text(markdown(run_dir, table, diffs, boundary))
-    figs = F.Figures("ppl_alpha", out)
-    figs.save("figR_ppl_alpha", pmeth.plot_method_curves(curves, metrics=("eval_accuracy", "entropy"),
-                                                         boundary=boundary))
+    figs = Figures("ppl_alpha", out)
+    figs.save("figR_ppl_alpha", method_plots.plot_method_curves(curves, metrics=("eval_accuracy", "entropy"),
+                                                                boundary=None if boundary is None else boundary.step))
     figs.done()
     print(f"ppl_alpha: wrote {md}; total {time.perf_counter() - t0:.0f}s")
     return 0

@@ -1,6 +1,6 @@
 """Table 1: Acc@8 / Maj@8 / Pass@8 of the base model, GRPO and the shaping methods on each benchmark.
 
-Rows (PAPER.md Table 1, plus the two ablations): the base model = the baseline's step 0 (after the SFT
+Rows (paper-notes §3 Table 1, plus the two ablations): the base model = the baseline's step 0 (after the SFT
 warm-up), GRPO = the baseline's final checkpoint, and the final checkpoints of GRPO+PPL, GRPO+POSITION,
 GRPO+high-PPL and GRPO+POSITION-begin.  Columns, per benchmark (:data:`BENCHMARKS`): ``arith``, the held-out
 set of the training distribution; ``arith-long``, longer chains than any trained on, and ``arith-wide``,
@@ -11,7 +11,7 @@ baseline on ``arith``, the sweep ``RUN/baseline/sweep`` when it holds the step. 
 is missing is left out and named under "Skipped"; nothing is made up.
 
 Writes ``OUT/table1.md`` and ``OUT/table1.csv``.
-Usage: python figures/table1.py --run data/runs/demo [--out figures/out]
+Usage: python -m figures.table1 --run data/runs/demo [--out figures/out]
 """
 
 from __future__ import annotations
@@ -21,15 +21,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import polars as pl
 
-import polars as pl  # noqa: E402
-
-import _figlib as F  # noqa: E402
-import entropy_lens  # noqa: E402
-from entropy_lens.analysis.benchmarks import benchmark_table, paired_differences  # noqa: E402
-from entropy_lens.checkpoints import discover  # noqa: E402
-from entropy_lens.errors import UserError  # noqa: E402
+import entropy_lens
+from entropy_lens.analysis.benchmarks import benchmark_table, paired_differences
+from entropy_lens.checkpoints import discover
+from entropy_lens.errors import UserError
+from figures.figlib import RUNS, cli
 
 # eval set (a registered task) → what it stands for in the table
 BENCHMARKS = {"arith": "in-domain: 2–3 operations, as trained", "arith-long": "out-of-domain: 4 operations",
@@ -47,13 +45,13 @@ class Row:
 
 ROWS = (
     Row("base model (post-SFT)", "baseline", 0),
-    Row(F.RUNS["baseline"], "baseline", FINAL),
-    Row(F.RUNS["ppl"], "ppl", FINAL),
-    Row(F.RUNS["position"], "position", FINAL),
-    Row(F.RUNS["ppl-high"], "ppl-high", FINAL),
-    Row(F.RUNS["position-begin"], "position-begin", FINAL),
+    Row(RUNS["baseline"], "baseline", FINAL),
+    Row(RUNS["ppl"], "ppl", FINAL),
+    Row(RUNS["position"], "position", FINAL),
+    Row(RUNS["ppl-high"], "ppl-high", FINAL),
+    Row(RUNS["position-begin"], "position-begin", FINAL),
 )
-REFERENCE = F.RUNS["baseline"]  # differences are against GRPO, as in the paper
+REFERENCE = RUNS["baseline"]  # differences are against GRPO, as in the paper
 # collect settings that change the scores; stores read together must agree on them
 SCORE_SETTINGS = ("samples_per_prompt", "max_new_tokens", "temperature", "top_p", "seed", "chat_template")
 
@@ -251,4 +249,4 @@ def main(run_dir, out_dir="figures/out") -> list[Path]:
 
 
 if __name__ == "__main__":
-    sys.exit(F.cli(main, __doc__))
+    sys.exit(cli(main, __doc__))

@@ -24,3 +24,19 @@ def test_missing_tokenizer_is_a_user_error(tmp_path, tiny_tokenizer):
     make_tiny(tiny_tokenizer, seed=0).save_pretrained(tmp_path / "ck")
     with pytest.raises(UserError, match="no tokenizer files"):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_device_and_its_default_dtype():
+    import torch
+
+    from entropy_lens.models import default_dtype, resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert default_dtype("cpu") is torch.float32
+    assert default_dtype("cuda") is torch.bfloat16 and default_dtype("cuda:1") is torch.bfloat16
+    with pytest.raises(UserError, match="expected cpu, cuda or auto"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="use --device cpu"):
+            resolve_device("cuda")

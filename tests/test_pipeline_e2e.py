@@ -45,6 +45,15 @@ def test_train_collect_report(tmp_path, minuscule_trainer, capsys):
     train = entropy_lens.open(run)
     assert train.steps.select(pl.len()).collect().item() == 5
     text = (report / "REPORT.md").read_text()
-    assert "Skipped" in text
+    body, skipped = text.split("\n## Skipped\n")
+    # what ran: the sweep's Δp sections, the training run's curves and advantages ...
+    for title in ("## D. Which tokens change probability", "## E. Updates and gradient norm by entropy bin",
+                  "## G. Perplexity buckets", "## J. Entropy by relative position", "## Training curves",
+                  "## Advantages of the training rollouts"):
+        assert title in body, title
+    assert "Δp analyses" not in skipped and "training curves" not in skipped and "advantage analyses" not in skipped
+    # ... and what did not, with its reason: nobody ran `entropy-lens intervene`
+    assert "- **H/K. replacement interventions**: no interventions.parquet next to the store" in skipped
+    assert "## H/K." not in body
     assert list(report.rglob("*.csv")), "the report wrote no tables"
     assert list(report.rglob("*.png")), "the report drew no figures"

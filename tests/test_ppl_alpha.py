@@ -7,7 +7,6 @@ and the collect stores hand-written samples, so every number in the report is kn
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -16,14 +15,12 @@ import pytest
 from entropy_lens.store import StoreWriter
 from entropy_lens.tasks import load_eval_set
 
-ROOT = Path(__file__).resolve().parents[1]
 COLLECT = dict(samples_per_prompt=8, max_new_tokens=64, temperature=1.0, top_p=1.0, seed=0, chat_template=True)
 
 
 @pytest.fixture(scope="module")
 def ppl_alpha():
-    sys.path.insert(0, str(ROOT / "figures"))
-    return importlib.import_module("ppl_alpha")
+    return importlib.import_module("figures.ppl_alpha")
 
 
 def _train_store(path: Path, settings: dict, weight: float, steps=(0, 10, 20)):

@@ -16,6 +16,12 @@ def tokens(step, n=3):
                 rel_position=[0.0] * n, token_id=[1] * n, logprob=[-1.0] * n, entropy=[0.5] * n, sum_p2=[0.5] * n)
 
 
+def updates(step, positions):
+    n = len(positions)
+    return dict(step=[step] * n, next_step=[step + 1] * n, prompt_id=[0] * n, sample_id=[0] * n,
+                position=positions, logprob_next=[-0.1 * (p + 1) for p in positions])
+
+
 def test_rows_sorted_schema_version_in_file_metadata(tmp_path):
     with StoreWriter(tmp_path, kind="sweep", settings={}) as w:
         w.write_step(5, tokens=tokens(5))
@@ -76,11 +82,6 @@ def test_unknown_or_missing_columns_are_bugs(tmp_path):
 
 
 def test_tokens_with_updates_view_pairs_rows_and_joins_misaligned_steps(tmp_path):
-    def updates(step, positions):
-        n = len(positions)
-        return dict(step=[step] * n, next_step=[step + 1] * n, prompt_id=[0] * n, sample_id=[0] * n,
-                    position=positions, logprob_next=[-0.1 * (p + 1) for p in positions])
-
     with StoreWriter(tmp_path, kind="train", settings={}) as w:
         w.write_step(0, tokens=tokens(0, 4), updates=updates(0, [0, 1, 2, 3]))  # aligned: paired row for row
         w.write_step(1, tokens=tokens(1, 4), updates=updates(1, [0, 2, 3]))  # a row missing: joined
@@ -93,3 +94,30 @@ def test_tokens_with_updates_view_pairs_rows_and_joins_misaligned_steps(tmp_path
     assert view.columns == want.columns
     assert view.sort(key).equals(want.sort(key))
     assert view["step"].to_list().count(1) == 3 and 2 not in view["step"].to_list()
+
+
+def test_partitions_are_the_listed_step_files_and_pair_like_the_frames(tmp_path):
+    from entropy_lens.store import StepPairs, step_tables
+
+    with StoreWriter(tmp_path, kind="train", settings={}) as w:
+        w.write_step(0, tokens=tokens(0, 4), updates=updates(0, [0, 1, 2, 3]))
+        w.write_step(1, tokens=tokens(1, 4), updates=updates(1, [0, 2, 3]))  # a row missing: joined
+        w.write_step(2, tokens=tokens(2, 4))
+    store = entropy_lens.open(tmp_path)
+    parts = store.partitions("tokens")
+    assert parts.paths == {s: partition_path(tmp_path, "tokens", s) for s in (0, 1, 2)}
+    assert parts.scan().collect().equals(store.tokens.collect())
+    assert store.partitions("updates").paths.keys() == {0, 1}
+    with pytest.raises(ValueError, match="not a partitioned table"):
+        store.partitions("vocab")
+    by_file, by_filter = step_tables(parts, store.tokens)
+    assert by_file.steps == by_filter.steps == [0, 1, 2]
+    assert by_file.num_rows(1) == 4 and by_filter.num_rows(1) is None
+    assert by_file.scan(1).collect().equals(by_filter.scan(1).collect())
+    from_files = StepPairs(parts, store.partitions("updates"))
+    from_frames = StepPairs(store.tokens, store.updates)
+    assert from_files.steps == from_frames.steps == [0, 1]
+    for s in (0, 1):
+        a, b = from_files.frame(s, ["position", "logprob"]), from_frames.frame(s, ["position", "logprob"])
+        assert a.equals(b) and a.height == (4 if s == 0 else 3)
+    assert from_files._aligned == from_frames._aligned == {0: True, 1: False}

@@ -7,7 +7,6 @@ hold hand-written samples, so every number in the table is known.
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -16,14 +15,12 @@ import pytest
 from entropy_lens.store import StoreWriter
 from entropy_lens.tasks import load_eval_set
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(samples_per_prompt=8, max_new_tokens=128, temperature=1.0, top_p=1.0, seed=0, chat_template=True)
 
 
 @pytest.fixture(scope="module")
 def table1():
-    sys.path.insert(0, str(ROOT / "figures"))  # the figure scripts import their neighbour _figlib
-    return importlib.import_module("table1")
+    return importlib.import_module("figures.table1")
 
 
 def _checkpoints(run: Path, steps):

@@ -1,7 +1,7 @@
-"""How much an advantage shaper actually changed the advantages of a training run (PAPER §4, §3).
+"""How much an advantage shaper actually changed the advantages of a training run (paper-notes §4, §3).
 
 A shaper's hyper-parameters say little on their own: with the paper's PPL α = 0.01 and group-standardised
-log-PPL w ∈ ~[−2, 2], the weight clamp(1 − α·w, 0.8, 1.2) stays within ~[0.98, 1.02] (PAPER.md §4.1).
+log-PPL w ∈ ~[−2, 2], the weight clamp(1 − α·w, 0.8, 1.2) stays within ~[0.98, 1.02] (paper-notes §4.1).
 This module measures the change on the rollouts a run trained on: the ``tokens`` table of an
 ``entropy-lens train`` store carries both the GRPO advantage ``A`` and the ``shaped_advantage`` Ã the
 update used.
@@ -22,7 +22,7 @@ from typing import Sequence
 
 import polars as pl
 
-from entropy_lens.analysis._common import collect, lazy, require
+from entropy_lens.analysis.frames import collect_streaming, lazy, require
 
 
 def shaping_effect(*, tokens: pl.LazyFrame, by: Sequence[str] = (), tol: float = 1e-6) -> pl.DataFrame:
@@ -44,4 +44,4 @@ def shaping_effect(*, tokens: pl.LazyFrame, by: Sequence[str] = (), tol: float =
         r.max().alias("ratio_max"),
     ]
     out = rows.group_by(*by).agg(aggs).sort(*by) if by else rows.select(aggs)
-    return collect(out)
+    return collect_streaming(out)

@@ -1,4 +1,4 @@
-r"""Benchmark scores of a checkpoint: Acc@k, Maj@k and Pass@k per eval set (PAPER Table 1, §1.9).
+r"""Benchmark scores of a checkpoint: Acc@k, Maj@k and Pass@k per eval set (paper-notes §3 Table 1, §1.9).
 
 For one problem with ``n`` sampled responses of which ``c`` are correct (``samples.correct``):
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from entropy_lens.analysis._common import SAMPLE_KEY, collect, lazy, require
+from entropy_lens.analysis.frames import SAMPLE_KEY, collect_streaming, lazy, require
 from entropy_lens.analysis.stats import bootstrap_cis
 from entropy_lens.errors import UserError
 
@@ -76,7 +76,7 @@ def problem_scores(*, samples: pl.LazyFrame, k: int | None = None) -> pl.DataFra
     per_problem = s.group_by(PROBLEM_KEY).agg(pl.len().alias("n_samples"),
                                               pl.col("correct").sum().alias("n_correct"))
     smallest = per_problem.group_by(GROUP_KEY).agg(pl.col("n_samples").min().alias("_fewest"))
-    per_problem = collect(per_problem.join(smallest, on=GROUP_KEY, how="left"))
+    per_problem = collect_streaming(per_problem.join(smallest, on=GROUP_KEY, how="left"))
     if per_problem.height == 0:
         return pl.DataFrame(schema={**{c: pl.Utf8 for c in ("label", "dataset")}, "step": pl.Int64,
                                     "prompt_id": pl.Int32, "k": pl.Int64, "n_samples": pl.Int64,
@@ -110,7 +110,7 @@ def problem_scores(*, samples: pl.LazyFrame, k: int | None = None) -> pl.DataFra
         .agg(pl.col("answer_correct").cast(pl.Float64).mean().alias("maj_at_k"))  # uniform tie-break
     )
     return (
-        per_problem.join(collect(votes), on=PROBLEM_KEY, how="left")
+        per_problem.join(collect_streaming(votes), on=PROBLEM_KEY, how="left")
         .with_columns(pl.col("maj_at_k").fill_null(0.0))  # no answer at all: the vote is lost
         .select(*PROBLEM_KEY, "k", pl.col("n_samples").cast(pl.Int64), pl.col("n_correct").cast(pl.Int64),
                 *SCORES)

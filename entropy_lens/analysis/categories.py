@@ -1,4 +1,4 @@
-"""Semantic token categories and their update strength (PAPER §1.8, §2.1 F; Fig. 3 category panel).
+"""Semantic token categories and their update strength (paper-notes §1.8, §2.1 F; Fig. 3 category panel).
 
 Four categories [X], classified from each vocabulary item's decoded string by configurable rules [I]:
 ``formal`` (digits, LaTeX commands, operators/brackets, LaTeX command names split off by BPE such as
@@ -14,19 +14,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from entropy_lens.analysis._common import (
-    TOKEN_KEY,
-    StepPairs,
-    add_delta_p,
-    check_top_frac,
-    collect,
-    lazy,
-    prefetch,
-    require,
-    select_steps,
-    top_flag,
-    top_fraction_threshold,
-)
+from entropy_lens.analysis.frames import collect_streaming, lazy, require
+from entropy_lens.analysis.stepwise import check_top_frac, merge_sums, pair_tokens, scan_steps
+from entropy_lens.store import Partitions
 
 CATEGORIES = ("formal", "logical", "metacognitive", "support")
 
@@ -84,9 +74,9 @@ def category_expr(lexicon: Lexicon | None = None, col: str = "token") -> pl.Expr
 
 
 def classify_vocab(*, vocab: pl.LazyFrame, lexicon: Lexicon | None = None) -> pl.DataFrame:
-    """Category of every vocabulary item: columns ``token_id``, ``token``, ``category`` (PAPER §1.8 [I])."""
+    """Category of every vocabulary item: columns ``token_id``, ``token``, ``category`` (paper-notes §1.8 [I])."""
     v = require(lazy(vocab, "vocab"), ["token_id", "token"], "vocab")
-    return collect(v.select("token_id", "token", category_expr(lexicon)).sort("token_id"))
+    return collect_streaming(v.select("token_id", "token", category_expr(lexicon)).sort("token_id"))
 
 
 def _with_category(lf: pl.LazyFrame, vocab, lexicon) -> pl.LazyFrame:
@@ -98,15 +88,15 @@ def _with_category(lf: pl.LazyFrame, vocab, lexicon) -> pl.LazyFrame:
 
 def category_updates(
     *,
-    tokens: pl.LazyFrame,
-    updates: pl.LazyFrame | None = None,
+    tokens: pl.LazyFrame | Partitions,
+    updates: pl.LazyFrame | Partitions | None = None,
     vocab: pl.LazyFrame,
     lexicon: Lexicon | None = None,
     top_frac: float = 0.01,
     boundary=None,
     stage: str | None = None,
 ) -> pl.DataFrame:
-    """Update strength per semantic category (PAPER §2.1 F, §7.3).
+    """Update strength per semantic category (paper-notes §2.1 F, §7.3).
 
     Columns: ``stage``, ``category``, ``n`` (tokens), ``share_tokens`` (n / stage total), ``mean_abs_delta_p``,
     ``share_significant`` (share of the category's tokens in the per-step top-``top_frac`` |Δp|),
@@ -114,32 +104,25 @@ def category_updates(
     (category's share of Σ|Δp|), ``entropy_mean`` (nats).  Finding to reproduce: formal tokens are
     over-represented among the significant updates (``share_of_significant > share_tokens``).
     """
-    t = require(lazy(tokens, "tokens"), [*TOKEN_KEY, "token_id", "entropy", "logprob"], "tokens")
+    pairs = pair_tokens(tokens, updates, ["token_id", "entropy"])
     check_top_frac(top_frac)
-    pairs = StepPairs(t, lazy(updates, "updates") if updates is not None else None)
-    # one step partition at a time: per step and token id, counts and sums; categories joined on the
-    # (≤ vocabulary-sized) totals at the end instead of on every token row
-    parts = []
-    def load(item):  # runs one step ahead, in a background thread
-        return pairs.frame(item[0], ["token_id", "entropy", "logprob"]).pipe(add_delta_p)
-
-    for (step, stage_label), df in prefetch(select_steps(pairs.steps, boundary, stage), load):
-        thr = top_fraction_threshold(df["abs_delta_p"], top_frac)
-        parts.append(
-            df.with_columns(top_flag("abs_delta_p", thr, "significant"))
-            .group_by(pl.col("token_id").cast(pl.Int32))
-            .agg(
-                pl.len().cast(pl.Int64).alias("n"),
-                pl.col("abs_delta_p").sum().alias("_mass"), pl.col("abs_delta_p").count().cast(pl.Int64).alias("_ca"),
-                pl.col("significant").sum().cast(pl.Int64).alias("_sig"),
-                pl.col("entropy").cast(pl.Float64).sum().alias("_se"), pl.col("entropy").count().cast(pl.Int64).alias("_ce"),
-            )
-            .with_columns(pl.lit(stage_label).alias("stage"))
+    # per step and token id, counts and sums; categories joined on the (≤ vocabulary-sized) totals at the end
+    # instead of on every token row
+    parts = [
+        df.group_by(pl.col("token_id").cast(pl.Int32))
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            pl.col("abs_delta_p").sum().alias("_mass"), pl.col("abs_delta_p").count().cast(pl.Int64).alias("_ca"),
+            pl.col("top").sum().cast(pl.Int64).alias("_sig"),
+            pl.col("entropy").cast(pl.Float64).sum().alias("_se"), pl.col("entropy").count().cast(pl.Int64).alias("_ce"),
         )
+        .with_columns(pl.lit(stage_label).alias("stage"))
+        for _, stage_label, df in scan_steps(pairs, ["token_id", "entropy", "logprob"], boundary=boundary, stage=stage,
+                                             top_frac=top_frac)
+    ]
     schema = {"token_id": pl.Int32, "n": pl.Int64, "_mass": pl.Float64, "_ca": pl.Int64, "_sig": pl.Int64,
               "_se": pl.Float64, "_ce": pl.Int64, "stage": pl.Utf8}
-    per_id = pl.concat([p.select(list(schema)) for p in parts]) if parts else pl.DataFrame(schema=schema)
-    per_id = per_id.group_by("stage", "token_id").agg(pl.all().sum())
+    per_id = merge_sums(parts, ["stage", "token_id"], schema)
     cats = classify_vocab(vocab=vocab, lexicon=lexicon).select(pl.col("token_id").cast(pl.Int32), "category")
     tot = (
         per_id.join(cats, on="token_id", how="left")
@@ -169,13 +152,13 @@ def category_updates(
 def category_proportions(
     *, tokens: pl.LazyFrame, vocab: pl.LazyFrame, lexicon: Lexicon | None = None, by=("step",)
 ) -> pl.DataFrame:
-    """Share of response tokens in each category, grouped by ``by`` (PAPER §3, response analysis).
+    """Share of response tokens in each category, grouped by ``by`` (paper-notes §3, response analysis).
 
     Columns: ``*by``, ``category``, ``n``, ``proportion`` (within the ``by`` group).
     """
     by = list(by)
     lf = _with_category(require(lazy(tokens, "tokens"), ["token_id", *by], "tokens"), vocab, lexicon)
-    df = collect(lf.group_by(*by, "category").agg(pl.len().cast(pl.Int64).alias("n")))
+    df = collect_streaming(lf.group_by(*by, "category").agg(pl.len().cast(pl.Int64).alias("n")))
     order = {c: i for i, c in enumerate(CATEGORIES)}
     prop = (pl.col("n") / (pl.col("n").sum().over(by) if by else pl.col("n").sum())).alias("proportion")
     return (

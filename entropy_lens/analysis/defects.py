@@ -1,4 +1,4 @@
-"""Defective responses (PAPER §1.8, §2.1 C; Fig. 2d): format violation, irrelevant content, language mixing.
+"""Defective responses (paper-notes §1.8, §2.1 C; Fig. 2d): format violation, irrelevant content, language mixing.
 
 Each defect is a registered detector ``fn(**params) -> pl.Expr`` (a boolean expression over the ``samples``
 table), so new ones plug in by name::
@@ -16,7 +16,7 @@ import re
 
 import polars as pl
 
-from entropy_lens.analysis._common import SAMPLE_KEY, collect, lazy, require
+from entropy_lens.analysis.frames import SAMPLE_KEY, collect_streaming, lazy, require
 from entropy_lens.analysis.stats import wilson_exprs
 from entropy_lens.registry import Registry
 
@@ -55,7 +55,7 @@ def ngram_repetition_ratio(text: str | None, n: int = 3) -> float:
 
 @register_defect_detector("format")
 def format_violation(**_) -> pl.Expr:
-    """Format violation: not ``format_ok`` (zero or ≥2 parsable final answers) or ``truncated`` (PAPER §1.8)."""
+    """Format violation: not ``format_ok`` (zero or ≥2 parsable final answers) or ``truncated`` (paper-notes §1.8)."""
     return (~pl.col("format_ok").fill_null(False)) | pl.col("truncated").fill_null(False)
 
 
@@ -64,7 +64,7 @@ def irrelevant_content(
     min_repeat_chars: int = 500, max_unit: int = 10, ngram: int = 3, max_ngram_ratio: float = 0.35, **_
 ) -> pl.Expr:
     """Irrelevant content: a repeated-unit run of ≥ ``min_repeat_chars`` characters (see
-    :func:`longest_repeat_run`) or a word ``ngram``-repetition ratio > ``max_ngram_ratio`` (PAPER §1.8)."""
+    :func:`longest_repeat_run`) or a word ``ngram``-repetition ratio > ``max_ngram_ratio`` (paper-notes §1.8)."""
 
     def _flag(s: pl.Series) -> pl.Series:
         return pl.Series(
@@ -80,7 +80,7 @@ def irrelevant_content(
 
 @register_defect_detector("language_mixing")
 def language_mixing(allowed: str | None = None, **_) -> pl.Expr:
-    """Language mixing: any CJK character ``[\\u4e00-\\u9fff]`` (PAPER §1.8, the repo's check); or, with
+    """Language mixing: any CJK character ``[\\u4e00-\\u9fff]`` (paper-notes §1.8, the repo's check); or, with
     ``allowed`` (a regex character-class body, e.g. ``r"\\x00-\\x7F"``), any character outside it."""
     if allowed is not None:
         return pl.col("text").fill_null("").str.contains(f"[^{allowed}]")
@@ -90,7 +90,7 @@ def language_mixing(allowed: str | None = None, **_) -> pl.Expr:
 def defect_flags(
     *, samples: pl.LazyFrame, detectors=DEFAULT_DEFECTS, params: dict | None = None
 ) -> pl.DataFrame:
-    """Per-response defect flags (PAPER §7.2).
+    """Per-response defect flags (paper-notes §7.2).
 
     ``params`` maps detector name → keyword arguments (e.g. ``{"irrelevant": {"min_repeat_chars": 50}}``).
     Columns: ``step``, ``prompt_id``, ``sample_id``, ``correct``, one Boolean column per detector,
@@ -108,13 +108,13 @@ def defect_flags(
         .with_columns(label.alias("defect"), pl.any_horizontal(list(detectors)).alias("any_defect") if detectors else pl.lit(False).alias("any_defect"))
         .sort(SAMPLE_KEY)
     )
-    return collect(out)
+    return collect_streaming(out)
 
 
 def defect_proportions(
     *, samples: pl.LazyFrame, detectors=DEFAULT_DEFECTS, params: dict | None = None, level: float = 0.95
 ) -> pl.DataFrame:
-    """Per step, the share of responses each detector flags (flags may overlap), plus ``any`` (PAPER §2.1 C).
+    """Per step, the share of responses each detector flags (flags may overlap), plus ``any`` (paper-notes §2.1 C).
 
     Columns: ``step``, ``defect``, ``proportion``, ``count``, ``n`` (responses in the step), ``ci_low``,
     ``ci_high`` (Wilson interval at ``level``).

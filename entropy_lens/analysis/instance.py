@@ -1,4 +1,4 @@
-"""Instance-level analysis: perplexity (PAPER §1.4, §2.2 G; Fig. 4a).
+"""Instance-level analysis: perplexity (paper-notes §1.4, §2.2 G; Fig. 4a).
 
 ``w_ppl`` is the released code's group-standardised log-PPL (``core_algos.calculate_ppl``), reproduced
 exactly in polars.  PPL buckets come from registered *bucketings*::
@@ -13,25 +13,18 @@ import polars as pl
 
 import numpy as np
 
-from entropy_lens.analysis._common import (
-    SAMPLE_KEY,
-    TOKEN_KEY,
+from entropy_lens.analysis.frames import SAMPLE_KEY, add_stage, collect_streaming, lazy, require
+from entropy_lens.analysis.stepwise import (
     SamplesByStep,
-    StepPairs,
-    add_delta_p,
-    add_stage,
     check_top_frac,
-    collect,
-    lazy,
-    prefetch,
+    merge_sums,
+    pair_tokens,
     quantiles_linear,
-    require,
-    select_steps,
-    top_flag,
-    top_fraction_threshold,
+    scan_steps,
 )
 from entropy_lens.errors import UserError
 from entropy_lens.registry import Registry
+from entropy_lens.store import Partitions
 
 GROUP = ["step", "prompt_id"]
 
@@ -69,7 +62,7 @@ def ppl_weights_lazy(samples: pl.LazyFrame, iqr_k: float = 1.5, eps: float = 1e-
 
 
 def ppl_weights(*, samples: pl.LazyFrame, iqr_k: float = 1.5, eps: float = 1e-6) -> pl.DataFrame:
-    """Group-standardised log-PPL weight ``w_ppl`` per response, exactly as PAPER §1.4 [C].
+    """Group-standardised log-PPL weight ``w_ppl`` per response, exactly as paper-notes §1.4 [C].
 
     Per prompt group (step, prompt_id): ``Q1``, ``Q3`` (linear interpolation, as ``torch.quantile``),
     ``IQR = Q3 − Q1``; inliers are ``Q1 − 1.5·IQR ≤ logPPL ≤ Q3 + 1.5·IQR``; ``μ`` = inlier mean, ``σ`` =
@@ -79,7 +72,7 @@ def ppl_weights(*, samples: pl.LazyFrame, iqr_k: float = 1.5, eps: float = 1e-6)
     Columns: ``step``, ``prompt_id``, ``sample_id``, ``logppl``, ``ppl``, ``q1``, ``q3``, ``iqr``,
     ``inlier``, ``mu``, ``sigma``, ``w_ppl``.
     """
-    return collect(ppl_weights_lazy(samples, iqr_k, eps).sort(SAMPLE_KEY))
+    return collect_streaming(ppl_weights_lazy(samples, iqr_k, eps).sort(SAMPLE_KEY))
 
 
 PPL_BUCKETINGS: Registry = Registry("PPL bucketing")
@@ -120,8 +113,8 @@ def _buckets_lazy(samples, bucketing: str, params: dict) -> pl.LazyFrame:
 
 
 def ppl_buckets(*, samples: pl.LazyFrame, bucketing: str = "group_z", **params) -> pl.DataFrame:
-    """PPL bucket per response (PAPER §2.2 G).  Columns: :func:`ppl_weights` columns + ``ppl_bucket``."""
-    return collect(_buckets_lazy(samples, bucketing, params).sort(SAMPLE_KEY))
+    """PPL bucket per response (paper-notes §2.2 G).  Columns: :func:`ppl_weights` columns + ``ppl_bucket``."""
+    return collect_streaming(_buckets_lazy(samples, bucketing, params).sort(SAMPLE_KEY))
 
 
 def _bucket_order(labels) -> list[str]:
@@ -131,8 +124,8 @@ def _bucket_order(labels) -> list[str]:
 
 def ppl_bucket_updates(
     *,
-    tokens: pl.LazyFrame,
-    updates: pl.LazyFrame | None = None,
+    tokens: pl.LazyFrame | Partitions,
+    updates: pl.LazyFrame | Partitions | None = None,
     samples: pl.LazyFrame,
     bucketing: str = "group_z",
     top_frac: float = 0.01,
@@ -141,10 +134,10 @@ def ppl_bucket_updates(
     stage: str | None = None,
     bucketing_params: dict | None = None,
 ) -> pl.DataFrame:
-    """Where the large probability updates come from, by PPL bucket (PAPER §2.2 G, §7.3; Fig. 4a).
+    """Where the large probability updates come from, by PPL bucket (paper-notes §2.2 G, §7.3; Fig. 4a).
 
     Tokens are flagged ``top`` (per-step top-``top_frac`` |Δp|) and ``high_entropy`` (entropy ≥ the per-step
-    ``high_entropy_quantile``, i.e. the batch 80th percentile by default, PAPER §7.1).
+    ``high_entropy_quantile``, i.e. the batch 80th percentile by default, paper-notes §7.1).
 
     Columns: ``stage``, ``ppl_bucket``, ``n_samples``, ``accuracy`` (share correct), ``n_tokens``,
     ``share_tokens`` (of the stage's tokens), ``n_top``, ``share_top`` (share of the top-|Δp| tokens that come
@@ -155,22 +148,18 @@ def ppl_bucket_updates(
     buckets = _buckets_lazy(s, bucketing, bucketing_params or {}).select(*SAMPLE_KEY, "ppl_bucket")
     check_top_frac(top_frac)
     by_step = SamplesByStep(buckets, ["ppl_bucket"])
-    pairs = StepPairs(require(lazy(tokens, "tokens"), [*TOKEN_KEY, "entropy", "logprob"], "tokens"),
-                      lazy(updates, "updates") if updates is not None else None)
+    pairs = pair_tokens(tokens, updates, ["entropy"])
     high = pl.col("high_entropy")
     parts = []
-    def load(item):  # runs one step ahead, in a background thread
-        return pairs.frame(item[0], [*SAMPLE_KEY, "entropy", "logprob"]).pipe(add_delta_p)
-
-    # one step partition in memory at a time: both per-step cuts are exact quantiles over the step's rows
-    for (step, stage_label), df in prefetch(select_steps(pairs.steps, boundary, stage), load):
-        thr = top_fraction_threshold(df["abs_delta_p"], top_frac)
+    # both per-step cuts are exact quantiles over the step's token rows, taken before the buckets are joined
+    for step, stage_label, df in scan_steps(pairs, [*SAMPLE_KEY, "entropy", "logprob"], boundary=boundary,
+                                            stage=stage, top_frac=top_frac):
         h_thr = quantiles_linear(df["entropy"], [high_entropy_quantile])[0]
         if h_thr is not None and df["entropy"].dtype == pl.Float32:  # polars: a Float32 column's quantile is Float32
             h_thr = float(np.float32(h_thr))
         high_expr = (pl.lit(False) if h_thr is None else
                      (pl.col("entropy") >= pl.lit(h_thr, dtype=df["entropy"].dtype)).fill_null(False))
-        df = by_step.join(df.with_columns(top_flag("abs_delta_p", thr, "top"), high_expr.alias("high_entropy")), step)
+        df = by_step.join(df.with_columns(high_expr.alias("high_entropy")), step)
         parts.append(df.group_by("ppl_bucket").agg(
             pl.len().cast(pl.Int64).alias("n_tokens"),
             pl.col("top").sum().cast(pl.Int64).alias("n_top"),
@@ -180,13 +169,12 @@ def ppl_bucket_updates(
         ).with_columns(pl.lit(stage_label).alias("stage")))
     schema = {"stage": pl.Utf8, "ppl_bucket": pl.Utf8, "n_tokens": pl.Int64, "n_top": pl.Int64, "n_high_entropy": pl.Int64,
               "_sh": pl.Float64, "_ch": pl.Int64, "_sa": pl.Float64, "_ca": pl.Int64}
-    tok = (pl.concat([p.select(list(schema)) for p in parts]) if parts else pl.DataFrame(schema=schema))
-    tok = tok.group_by("stage", "ppl_bucket").agg(pl.all().sum()).select(
+    tok = merge_sums(parts, ["stage", "ppl_bucket"], schema).select(
         "stage", "ppl_bucket", "n_tokens", "n_top", "n_high_entropy",
         pl.when(pl.col("_ch") > 0).then(pl.col("_sh") / pl.col("_ch")).alias("mean_abs_delta_p_high_entropy"),
         pl.when(pl.col("_ca") > 0).then(pl.col("_sa") / pl.col("_ca")).alias("mean_abs_delta_p"),
     )
-    smp = collect(
+    smp = collect_streaming(
         add_stage(s.select(*SAMPLE_KEY, "correct"), boundary, stage)
         .join(buckets, on=SAMPLE_KEY, how="inner")
         .group_by("stage", "ppl_bucket")

@@ -1,6 +1,6 @@
-"""Entropy of positive vs negative samples (PAPER §1.3, §2.1 A; Fig. 2c).
+"""Entropy of positive vs negative samples (paper-notes §1.3, §2.1 A; Fig. 2c).
 
-Positive = correct response, negative = incorrect (PAPER §1.1).  Both aggregates of §1.3 are reported: the
+Positive = correct response, negative = incorrect (paper-notes §1.1).  Both aggregates of §1.3 are reported: the
 token mean (over all tokens of the polarity's responses in a step; matches ``actor/entropy``) and the sample
 mean (mean over responses of the per-response mean entropy ``H̄_i``).
 """
@@ -10,12 +10,20 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from entropy_lens.analysis._common import SAMPLE_KEY, boundary_step, collect, lazy, require, with_polarity
+from entropy_lens.analysis.frames import (
+    SAMPLE_KEY,
+    boundary_step,
+    collect_streaming,
+    lazy,
+    require,
+    stage_expr,
+    with_polarity,
+)
 from entropy_lens.analysis.stats import slope_ci
 
 
 def polarity_entropy(*, tokens: pl.LazyFrame, samples: pl.LazyFrame) -> pl.DataFrame:
-    """Per step and polarity: mean entropy of positive vs negative samples (PAPER §1.3, §2.1 A).
+    """Per step and polarity: mean entropy of positive vs negative samples (paper-notes §1.3, §2.1 A).
 
     Columns: ``step``, ``polarity`` ("positive" | "negative"), ``entropy_token_mean`` (nats,
     Σ_tokens H / n_tokens), ``entropy_sample_mean`` (nats, mean over responses of H̄_i), ``n_tokens``,
@@ -39,7 +47,7 @@ def polarity_entropy(*, tokens: pl.LazyFrame, samples: pl.LazyFrame) -> pl.DataF
         .with_columns(pl.col("step").cast(pl.Int64))
         .sort("step", "polarity")
     )
-    return collect(out)
+    return collect_streaming(out)
 
 
 def polarity_rates(
@@ -59,9 +67,7 @@ def polarity_rates(
     negative samples' slope is more negative.
     """
     b = boundary_step(boundary)
-    df = table.with_columns(
-        (pl.when(pl.col("step") < b).then(pl.lit("rising")).otherwise(pl.lit("plateau")) if b is not None else pl.lit("all")).alias("stage")
-    )
+    df = table.with_columns(stage_expr(b) if b is not None else pl.lit("all").alias("stage"))
     rows = []
     for stage in [s for s in ("rising", "plateau", "all") if s in df["stage"].unique().to_list()]:
         d = df.filter(pl.col("stage") == stage)

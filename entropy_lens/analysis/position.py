@@ -1,6 +1,6 @@
-"""Token-level analysis: entropy and updates by relative position (PAPER §1.5, §2.3 J; Fig. 5a).
+"""Token-level analysis: entropy and updates by relative position (paper-notes §1.5, §2.3 J; Fig. 5a).
 
-``rel_position = position / length ∈ [0, 1)`` (PAPER §1.5).  Bin ``b = floor(rel_position·n_bins)``
+``rel_position = position / length ∈ [0, 1)`` (paper-notes §1.5).  Bin ``b = floor(rel_position·n_bins)``
 (clipped to n_bins − 1), so bin b covers ``[b/n_bins, (b+1)/n_bins)``.  Finding to reproduce: a U-shaped
 entropy curve, high at the beginning and at the end of responses.
 """
@@ -12,25 +12,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import polars as pl
 
-from entropy_lens.analysis._common import (
-    SAMPLE_KEY,
-    TOKEN_KEY,
-    StepPairs,
-    add_delta_p,
-    add_stage,
-    check_top_frac,
-    collect,
-    lazy,
-    prefetch,
-    require,
-    select_steps,
-    top_flag,
-    top_fraction_threshold,
-    with_polarity,
-)
+from entropy_lens.analysis.frames import SAMPLE_KEY, add_stage, collect_streaming, lazy, require, source, with_polarity
 from entropy_lens.analysis.stats import bootstrap_cis
-from entropy_lens.store import discover_steps
+from entropy_lens.analysis.stepwise import (
+    check_top_frac,
+    merge_sums,
+    pair_tokens,
+    prefetch,
+    response_starts,
+    scan_steps,
+    select_steps,
+)
 from entropy_lens.errors import UserError
+from entropy_lens.store import Partitions, step_tables
 
 
 # rel_position is Float32: 14/20 is stored as 0.69999999 and would fall into the bin below 0.7.  True values
@@ -38,14 +32,14 @@ from entropy_lens.errors import UserError
 REL_EPS = 1e-6
 
 
-def _rel() -> pl.Expr:
+def _nudged_rel_position() -> pl.Expr:
     return pl.col("rel_position").cast(pl.Float64) + REL_EPS
 
 
 def _bin_expr(n_bins: int) -> pl.Expr:
     if n_bins < 1:
         raise UserError(f"n_bins must be ≥ 1, got {n_bins}")
-    return (_rel() * n_bins).floor().clip(0, n_bins - 1).cast(pl.Int64).alias("pos_bin")
+    return (_nudged_rel_position() * n_bins).floor().clip(0, n_bins - 1).cast(pl.Int64).alias("pos_bin")
 
 
 def _bin_bounds(n_bins: int) -> list[pl.Expr]:
@@ -58,13 +52,13 @@ def _bin_bounds(n_bins: int) -> list[pl.Expr]:
 
 def entropy_by_position(
     *,
-    tokens: pl.LazyFrame,
+    tokens: pl.LazyFrame | Partitions,
     samples: pl.LazyFrame | None = None,
     n_bins: int = 20,
     boundary=None,
     stage: str | None = None,
 ) -> pl.DataFrame:
-    """Mean token entropy per relative-position bin, overall and by polarity (PAPER §2.3 J; U-curve).
+    """Mean token entropy per relative-position bin, overall and by polarity (paper-notes §2.3 J; U-curve).
 
     Columns: ``polarity`` ("all", and with ``samples`` also "positive" / "negative"), ``pos_bin``,
     ``rel_low``, ``rel_high``, ``rel_mid``, ``entropy_mean`` (nats), ``n`` (tokens).
@@ -72,9 +66,9 @@ def entropy_by_position(
     t = require(lazy(tokens, "tokens"), [*SAMPLE_KEY, "rel_position", "entropy"], "tokens")
     lf = add_stage(t.select(*SAMPLE_KEY, "rel_position", "entropy"), boundary, stage).with_columns(_bin_expr(n_bins))
     agg = [pl.col("entropy").cast(pl.Float64).mean().alias("entropy_mean"), pl.len().cast(pl.Int64).alias("n")]
-    frames = [collect(lf.group_by("pos_bin").agg(agg)).with_columns(pl.lit("all").alias("polarity"))]
+    frames = [collect_streaming(lf.group_by("pos_bin").agg(agg)).with_columns(pl.lit("all").alias("polarity"))]
     if samples is not None:
-        frames.append(collect(with_polarity(lf, lazy(samples, "samples")).group_by("polarity", "pos_bin").agg(agg)))
+        frames.append(collect_streaming(with_polarity(lf, lazy(samples, "samples")).group_by("polarity", "pos_bin").agg(agg)))
     order = {"all": 0, "positive": 1, "negative": 2}
     df = pl.concat([f.select("polarity", "pos_bin", "entropy_mean", "n") for f in frames])
     return (
@@ -86,14 +80,14 @@ def entropy_by_position(
 
 def update_by_position(
     *,
-    tokens: pl.LazyFrame,
-    updates: pl.LazyFrame | None = None,
+    tokens: pl.LazyFrame | Partitions,
+    updates: pl.LazyFrame | Partitions | None = None,
     n_bins: int = 20,
     top_frac: float = 0.01,
     boundary=None,
     stage: str | None = None,
 ) -> pl.DataFrame:
-    """|Δp| and significant-update share per relative-position bin (PAPER §7.3 position-bin aggregates).
+    """|Δp| and significant-update share per relative-position bin (paper-notes §7.3 position-bin aggregates).
 
     Columns: ``pos_bin``, ``rel_low``, ``rel_high``, ``rel_mid``, ``n``, ``entropy_mean``,
     ``mean_abs_delta_p``, ``share_significant`` (share of the bin's tokens in the per-step top-``top_frac``
@@ -101,27 +95,22 @@ def update_by_position(
     """
     check_top_frac(top_frac)
     bin_expr = _bin_expr(n_bins)
-    pairs = StepPairs(require(lazy(tokens, "tokens"), [*TOKEN_KEY, "rel_position", "entropy", "logprob"], "tokens"),
-                      lazy(updates, "updates") if updates is not None else None)
-    parts = []
-    sel = [s for s, _ in select_steps(pairs.steps, boundary, stage)]
-    for _, df in pairs.frames(sel, ["rel_position", "entropy", "logprob"]):  # one step in memory at a time
-        df = df.pipe(add_delta_p)
-        thr = top_fraction_threshold(df["abs_delta_p"], top_frac)
-        parts.append(
-            df.with_columns(bin_expr, top_flag("abs_delta_p", thr, "significant"))
-            .group_by("pos_bin")
-            .agg(
-                pl.len().cast(pl.Int64).alias("n"),
-                pl.col("entropy").cast(pl.Float64).sum().alias("_se"), pl.col("entropy").count().cast(pl.Int64).alias("_ce"),
-                pl.col("abs_delta_p").sum().alias("_sa"), pl.col("abs_delta_p").count().cast(pl.Int64).alias("_ca"),
-                pl.col("significant").sum().cast(pl.Int64).alias("_sig"),
-            )
+    pairs = pair_tokens(tokens, updates, ["rel_position", "entropy"])
+    parts = [
+        df.with_columns(bin_expr)
+        .group_by("pos_bin")
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            pl.col("entropy").cast(pl.Float64).sum().alias("_se"), pl.col("entropy").count().cast(pl.Int64).alias("_ce"),
+            pl.col("abs_delta_p").sum().alias("_sa"), pl.col("abs_delta_p").count().cast(pl.Int64).alias("_ca"),
+            pl.col("top").sum().cast(pl.Int64).alias("_sig"),
         )
+        for _, _, df in scan_steps(pairs, ["rel_position", "entropy", "logprob"], boundary=boundary, stage=stage,
+                                   top_frac=top_frac)
+    ]
     schema = {"pos_bin": pl.Int64, "n": pl.Int64, "_se": pl.Float64, "_ce": pl.Int64, "_sa": pl.Float64, "_ca": pl.Int64,
               "_sig": pl.Int64}
-    df = (pl.concat([p.select(list(schema)) for p in parts]) if parts else pl.DataFrame(schema=schema))
-    df = df.group_by("pos_bin").agg(pl.all().sum()).with_columns(
+    df = merge_sums(parts, ["pos_bin"], schema).with_columns(
         pl.when(pl.col("_ce") > 0).then(pl.col("_se") / pl.col("_ce")).alias("entropy_mean"),
         pl.when(pl.col("_ca") > 0).then(pl.col("_sa") / pl.col("_ca")).alias("mean_abs_delta_p"),
         (pl.col("_sig") / pl.col("n")).alias("share_significant"),
@@ -136,7 +125,7 @@ def update_by_position(
 
 def u_shape_summary(
     *,
-    tokens: pl.LazyFrame,
+    tokens: pl.LazyFrame | Partitions,
     samples: pl.LazyFrame | None = None,
     edge: float = 0.1,
     n_boot: int = 1000,
@@ -159,11 +148,11 @@ def u_shape_summary(
     """
     if not 0.0 < edge < 0.5:
         raise UserError(f"edge must be in (0, 0.5), got {edge}")
-    t = require(lazy(tokens, "tokens"), [*SAMPLE_KEY, "position", "entropy"], "tokens")
-    (sources,) = discover_steps(t)
+    require(lazy(tokens, "tokens"), [*SAMPLE_KEY, "position", "entropy"], "tokens")
+    (by_step,) = step_tables(source(tokens, "tokens"))
     frames = []
-    sel = [s for s, _ in select_steps(sources, boundary, stage)]
-    load = lambda step: sources[step].scan().select(*SAMPLE_KEY, "position", "entropy").collect()  # noqa: E731
+    sel = [s for s, _ in select_steps(by_step.steps, boundary, stage)]
+    load = lambda step: by_step.scan(step).select(*SAMPLE_KEY, "position", "entropy").collect()  # noqa: E731
     for _, df in prefetch(sel, load):  # one step partition in memory at a time, the next one read meanwhile
         frames.append(_region_means(df, edge))
     schema = {**{k: pl.Int32 for k in SAMPLE_KEY}, "h_start": pl.Float64, "h_mid": pl.Float64, "h_end": pl.Float64}
@@ -173,7 +162,7 @@ def u_shape_summary(
         per = with_polarity(per, lazy(samples, "samples"))
     else:
         per = per.with_columns(pl.lit("all").alias("polarity"))
-    df = collect(per.drop_nulls(["h_start", "h_mid", "h_end"]).sort(SAMPLE_KEY))
+    df = collect_streaming(per.drop_nulls(["h_start", "h_mid", "h_end"]).sort(SAMPLE_KEY))
     groups = [("all", df)]
     if samples is not None:
         groups += [(p, df.filter(pl.col("polarity") == p)) for p in ("positive", "negative")]
@@ -209,11 +198,7 @@ def _region_means(df: pl.DataFrame, edge: float) -> pl.DataFrame:
         return df.select(*SAMPLE_KEY).with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("h_start", "h_mid", "h_end"))
     pid, sid = df["prompt_id"].to_numpy(), df["sample_id"].to_numpy()
     pos = df["position"].to_numpy()
-    new = np.empty(n, dtype=bool)
-    new[0] = True
-    np.not_equal(pid[1:], pid[:-1], out=new[1:])
-    new[1:] |= sid[1:] != sid[:-1]
-    starts = np.flatnonzero(new)
+    new, starts = response_starts(pid, sid)
     ps, ss = pid[starts], sid[starts]
     fast = (
         df["entropy"].null_count() == 0

@@ -1,6 +1,6 @@
-"""Stage-level curves and the rising → plateau boundary (PAPER §1.3, §1.6, §2.1 Fig. 1).
+"""Stage-level curves and the rising → plateau boundary (paper-notes §1.3, §1.6, §2.1 Fig. 1).
 
-``step_curves`` gives the per-step batch entropy (token mean, PAPER §1.3) and accuracy.  A *stage detector*
+``step_curves`` gives the per-step batch entropy (token mean, paper-notes §1.3) and accuracy.  A *stage detector*
 maps those curves to the transition step ``s*``; detectors are registered by name::
 
     boundary = detect_stage_boundary(curves, "knee")        # Kneedle on the smoothed entropy
@@ -8,7 +8,7 @@ maps those curves to the transition step ``s*``; detectors are registered by nam
     boundary = detect_stage_boundary(curves, boundary=200)  # manual override
     curves = label_stages(curves, boundary)                 # adds stage ∈ {"rising", "plateau"}
 
-The paper draws the boundary by eye (PAPER §1.6); both detectors are the toolkit's operationalisation [I].
+The paper draws the boundary by eye (paper-notes §1.6); both detectors are the toolkit's operationalisation [I].
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from entropy_lens.analysis._common import (
+from entropy_lens.analysis.frames import (
     SAMPLE_KEY,
     boundary_step,
-    collect,
+    collect_streaming,
     has_columns,
     lazy,
     require,
@@ -56,7 +56,7 @@ def step_curves(
     samples: pl.LazyFrame | None = None,
     steps: pl.LazyFrame | None = None,
 ) -> pl.DataFrame:
-    """Per-step curves for Fig. 1 (PAPER §1.3, §2.1, §7.3).
+    """Per-step curves for Fig. 1 (paper-notes §1.3, §2.1, §7.3).
 
     Columns: ``step``, ``entropy`` (nats; token mean of H over all response tokens of the step, i.e. verl's
     ``actor/entropy``), ``accuracy`` (share of correct samples), ``n_tokens``, ``n_samples``; plus
@@ -104,14 +104,14 @@ def step_curves(
         (pl.col("n_samples") if "n_samples" in names else pl.lit(None, dtype=pl.Int64)).alias("n_samples"),
         *([pl.col("_eval_accuracy_steps").alias("eval_accuracy")] if "_eval_accuracy_steps" in names else []),
     ).sort("step")
-    return collect(out)
+    return collect_streaming(out)
 
 
 def smooth(values, window: int = 5, method: str = "savgol") -> np.ndarray:
     """Smooth a curve without lag: Savitzky–Golay (polyorder 2) or a centred moving average ("mean").
 
     ``window`` is in points and is made odd and at most the series length; windows < 3 return the input.
-    EMA is deliberately not used here because its lag shifts the detected knee later.
+    An exponential moving average is deliberately not used here: its lag shifts the detected knee later.
     """
     y = np.asarray(values, dtype=float)
     n = y.size
@@ -131,20 +131,6 @@ def smooth(values, window: int = 5, method: str = "savgol") -> np.ndarray:
     raise UserError(f"unknown smoothing method {method!r}; use 'savgol' or 'mean'")
 
 
-def ema(values, alpha: float = 0.1) -> np.ndarray:
-    """Exponential moving average ``s_t = α·y_t + (1 − α)·s_{t−1}`` (for display: the bold lines of Fig. R)."""
-    y = np.asarray(values, dtype=float)
-    out = np.empty_like(y)
-    acc = np.nan
-    for i, v in enumerate(y):
-        if np.isnan(v):
-            out[i] = acc
-            continue
-        acc = v if np.isnan(acc) else alpha * v + (1 - alpha) * acc
-        out[i] = acc
-    return out
-
-
 def _default_window(n: int) -> int:
     return max(3, int(round(n / 20)) | 1)
 
@@ -158,7 +144,7 @@ def _clean(curves: pl.DataFrame, cols: list[str]) -> pl.DataFrame:
 
 @register_stage_detector("knee")
 def knee_detector(curves: pl.DataFrame, window: int | None = None, smoothing: str = "savgol") -> int:
-    """Kneedle on the smoothed, decreasing entropy curve (PAPER §1.6 [I]).
+    """Kneedle on the smoothed, decreasing entropy curve (paper-notes §1.6 [I]).
 
     Normalise step and smoothed entropy to [0, 1]: ``x̂ = (s − s_min)/(s_max − s_min)``,
     ``ŷ = (H − H_min)/(H_max − H_min)``.  For a decreasing convex curve the knee is the step maximising
@@ -176,7 +162,7 @@ def knee_detector(curves: pl.DataFrame, window: int | None = None, smoothing: st
 def slope_detector(
     curves: pl.DataFrame, frac: float = 0.1, window: int | None = None, smoothing: str = "savgol"
 ) -> int:
-    """First step where both slopes have collapsed (PAPER §1.6 [I] alternative).
+    """First step where both slopes have collapsed (paper-notes §1.6 [I] alternative).
 
     With ``H`` and ``acc`` smoothed, ``dH/ds`` and ``dacc/ds`` by ``np.gradient`` over the step values: the
     first step after the steepest entropy descent where ``|dH/ds| < frac·max|dH/ds|`` **and**
@@ -200,7 +186,7 @@ def slope_detector(
 def detect_stage_boundary(
     curves: pl.DataFrame, detector: str = "knee", *, boundary: int | None = None, **params
 ) -> StageBoundary:
-    """Find the rising → plateau transition step ``s*`` (PAPER §1.6).
+    """Find the rising → plateau transition step ``s*`` (paper-notes §1.6).
 
     ``curves`` is ``step_curves(...)`` output (needs ``step``, ``entropy``; ``slope`` also uses
     ``accuracy``).  ``boundary=`` is the manual override (``--stage-boundary 200``): it is returned as is,
@@ -213,7 +199,7 @@ def detect_stage_boundary(
 
 
 def label_stages(curves: pl.DataFrame | pl.LazyFrame, boundary) -> pl.DataFrame:
-    """Add ``stage``: "rising" for ``step < boundary``, "plateau" from the boundary step on (PAPER §1.6).
+    """Add ``stage``: "rising" for ``step < boundary``, "plateau" from the boundary step on (paper-notes §1.6).
 
     ``boundary`` is an int or a :class:`StageBoundary`.
     """
@@ -221,4 +207,4 @@ def label_stages(curves: pl.DataFrame | pl.LazyFrame, boundary) -> pl.DataFrame:
     if b is None:
         raise UserError("label_stages needs a boundary step")
     lf = lazy(curves, "curves").with_columns(stage_expr(b))
-    return collect(lf)
+    return collect_streaming(lf)

@@ -1,11 +1,13 @@
 """Uncertainty helpers: seeded bootstrap CIs, difference of means, slopes and correlations.
 
-Every correlation and difference the analyses report carries ``n`` and a confidence interval.  All helpers
-are numpy/scipy only and deterministic given ``seed``.
+Every correlation and difference the analyses report carries ``n`` and a confidence interval.  The helpers
+compute with numpy/scipy (:func:`wilson_exprs` builds polars expressions, :func:`paired_step_diff` joins two
+polars tables first) and are deterministic given ``seed``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -275,3 +277,48 @@ def wilson_exprs(k: str, n: str, level: float = 0.95, prefix: str = "") -> list:
     centre = (p + z * z / (2 * nn)) / den
     half = z * (p * (1 - p) / nn + z * z / (4 * nn * nn)).sqrt() / den
     return [(centre - half).alias(f"{prefix}ci_low"), (centre + half).alias(f"{prefix}ci_high")]
+
+
+def proportion(k: int, n: int, level: float = 0.95) -> Estimate:
+    """``k/n`` with its Wilson score interval (estimate NaN when n = 0)."""
+    lo, hi = wilson_ci(int(k), int(n), level)
+    return Estimate(k / n if n else float("nan"), lo, hi, int(n), level)
+
+
+def diff_proportions(k1: int, n1: int, k2: int, n2: int, level: float = 0.95) -> Estimate:
+    """``k1/n1 − k2/n2`` with Newcombe's hybrid score interval (from the two Wilson intervals)."""
+    if not n1 or not n2:
+        return Estimate(float("nan"), float("nan"), float("nan"), int(n1 + n2), level)
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_ci(k1, n1, level)
+    l2, u2 = wilson_ci(k2, n2, level)
+    d = p1 - p2
+    return Estimate(d, d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2), int(n1 + n2), level)
+
+
+def diff_of_estimates(a: Estimate, b: Estimate) -> Estimate:
+    """``a − b`` for two independent estimates with (symmetric, normal) CIs at the same level: the standard
+    errors ``(ci_high − ci_low)/(2z)`` add in quadrature.  A NaN bound gives a NaN interval."""
+    z = float(_sps.norm.ppf(0.5 + a.level / 2))
+    if any(math.isnan(x) for x in (a.ci_low, a.ci_high, b.ci_low, b.ci_high)):
+        return Estimate(a.estimate - b.estimate, float("nan"), float("nan"), a.n + b.n, a.level)
+    se = math.hypot((a.ci_high - a.ci_low) / (2 * z), (b.ci_high - b.ci_low) / (2 * z))
+    d = a.estimate - b.estimate
+    return Estimate(d, d - z * se, d + z * se, a.n + b.n, a.level)
+
+
+def paired_step_diff(a, b, metric: str, from_step: int | None = None, n_boot: int = 1000,
+                     seed: int = 0) -> Estimate:
+    """Mean over the steps (≥ ``from_step``) both tables have of ``a[metric] − b[metric]``, with a bootstrap
+    CI over steps.  ``a``, ``b``: polars DataFrames with ``step`` and ``metric``; nulls and NaNs are dropped;
+    a missing column gives n = 0."""
+    import polars as pl
+
+    if metric not in a.columns or metric not in b.columns:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    j = (a.select("step", pl.col(metric).cast(pl.Float64).alias("_a"))
+         .join(b.select("step", pl.col(metric).cast(pl.Float64).alias("_b")), on="step")
+         .drop_nulls().filter(pl.col("_a").is_not_nan() & pl.col("_b").is_not_nan()))
+    if from_step is not None:
+        j = j.filter(pl.col("step") >= from_step)
+    return bootstrap_ci((j["_a"] - j["_b"]).to_numpy(), n_boot=n_boot, seed=seed)

@@ -1,72 +1,70 @@
-"""Which tokens change probability between consecutive checkpoints (PAPER §1.7, §2.1 D–E; Fig. 3a–b).
+"""Which tokens change probability between consecutive checkpoints (paper-notes §1.7, §2.1 D–E; Fig. 3a–b).
 
 ``updates`` holds, for every response token of step k, its log-prob under the next checkpoint. Joined
 with ``tokens``: ``Δlogp = logprob_next − logprob`` and ``Δp = exp(logprob_next) − exp(logprob)``.
 Findings to reproduce: >99% of tokens barely move; the big moves are increases in positive and decreases in
 negative samples, on high-entropy, high-gradient tokens.
 
-"Significant" tokens are the top-``top_frac`` |Δp| **per step** (PAPER §1.7 suggests x ∈ {0.1%, 1%}).
+"Significant" tokens are the top-``top_frac`` |Δp| **per step** (paper-notes §1.7 suggests x ∈ {0.1%, 1%}).
 """
 
 from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from entropy_lens.analysis._common import (
+from entropy_lens.analysis.frames import (
     SAMPLE_KEY,
-    TOKEN_KEY,
-    StepPairs,
-    check_top_frac,
-    prefetch,
-    abs_delta_p_exprs,
-    add_delta_p,
     add_stage,
-    collect,
-    combine_moments,
+    collect_streaming,
     grad_norm_expr,
     has_columns,
     lazy,
     polarity_expr,
-    quantiles_linear,
     require,
-    SamplesByStep,
-    select_steps,
-    top_flag,
-    top_fraction_threshold,
+    source,
+    TOKEN_KEY,
     with_polarity,
     with_updates,
 )
+from entropy_lens.analysis.stepwise import (
+    SamplesByStep,
+    check_top_frac,
+    combine_moments,
+    merge_sums,
+    pair_tokens,
+    prefetch,
+    quantiles_linear,
+    scan_steps,
+    select_steps,
+)
 from entropy_lens.analysis.stats import diff_means_from_moments
 from entropy_lens.errors import UserError
+from entropy_lens.store import Partitions
 
 
 def token_updates(
-    *, tokens: pl.LazyFrame, updates: pl.LazyFrame | None = None, samples: pl.LazyFrame | None = None
+    *, tokens: pl.LazyFrame | Partitions, updates: pl.LazyFrame | Partitions | None = None,
+    samples: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """Lazy join of tokens × updates (× samples for polarity); the building block of this module.
 
-    Adds ``p``, ``p_next``, ``delta_logp``, ``delta_p``, ``abs_delta_p`` (PAPER §1.7), ``grad_norm`` =
+    Adds ``p``, ``p_next``, ``delta_logp``, ``delta_p``, ``abs_delta_p`` (paper-notes §1.7), ``grad_norm`` =
     sqrt(1 − 2p + Σp²) when ``sum_p2`` is present, and ``correct``/``polarity`` when ``samples`` is given.
     Returns a LazyFrame (not collected): compose further queries on it.  The tokens × updates pairing is
     step by step, without a hash join where the store's partitions are aligned (:func:`with_updates`);
     ``tokens`` that already carry ``logprob_next`` (``Store.tokens_with_updates()``) need no ``updates``.
     """
-    t = lazy(tokens, "tokens")
-    lf = with_updates(t, lazy(updates, "updates") if updates is not None else None)
+    lf = with_updates(source(tokens, "tokens"), source(updates, "updates") if updates is not None else None)
     if "sum_p2" in lf.collect_schema().names():
         lf = lf.with_columns(grad_norm_expr())
     if samples is not None:
         lf = with_polarity(lf, lazy(samples, "samples"))
     return lf
-
-
-def _pairs(tokens, updates, extra=()) -> StepPairs:
-    t = require(lazy(tokens, "tokens"), [*TOKEN_KEY, "logprob", *extra], "tokens")
-    return StepPairs(t, lazy(updates, "updates") if updates is not None else None)
 
 
 def _qname(q: float) -> str:
@@ -75,14 +73,14 @@ def _qname(q: float) -> str:
 
 def delta_p_distribution(
     *,
-    tokens: pl.LazyFrame,
-    updates: pl.LazyFrame | None = None,
+    tokens: pl.LazyFrame | Partitions,
+    updates: pl.LazyFrame | Partitions | None = None,
     samples: pl.LazyFrame,
     boundary=None,
     quantiles=(0.001, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999),
     small: float = 1e-3,
 ) -> pl.DataFrame:
-    """Δp summary for positive vs negative samples, by stage (PAPER §2.1 D, §7.3).
+    """Δp summary for positive vs negative samples, by stage (paper-notes §2.1 D, §7.3).
 
     Columns: ``stage`` ("rising"/"plateau", "all" without a boundary), ``polarity``, ``n`` (tokens),
     ``mean_delta_p``, ``mean_abs_delta_p``, one column per quantile of Δp named ``q{100·q}`` (``q0_1`` for
@@ -93,17 +91,12 @@ def delta_p_distribution(
     are kept, 8 bytes a token, and sorted once at the end, in place; the groups sort in parallel threads, at
     most as many as polars' thread pool has).
     """
-    pairs = _pairs(tokens, updates)
+    pairs = pair_tokens(tokens, updates)
     smp = SamplesByStep(lazy(samples, "samples"), ["correct"])
     acc: dict[tuple[str, str], dict] = {}
     values: dict[tuple[str, str], list] = {}
-    def load(item):  # runs one step ahead, in a background thread
-        step = item[0]
-        df = smp.join(pairs.frame(step, [*SAMPLE_KEY, "logprob"]), step)
-        return df.select(abs_delta_p_exprs()[0], pl.col("correct").fill_null(False))  # null correct: "negative"
-
-    for (step, stage), df in prefetch(select_steps(pairs.steps, boundary, None), load):
-        pos, x = df["correct"].to_numpy(), df["delta_p"].to_numpy()
+    for step, stage, df in scan_steps(pairs, [*SAMPLE_KEY, "logprob"], boundary=boundary, samples=smp):
+        pos, x = df["correct"].fill_null(False).to_numpy(), df["delta_p"].to_numpy()  # null correct: "negative"
         nulls = df["delta_p"].null_count()
         for pol, mask in (("positive", pos), ("negative", ~pos)):
             xs = x[mask]
@@ -151,14 +144,14 @@ def delta_p_distribution(
 
 def delta_p_histogram(
     *,
-    tokens: pl.LazyFrame,
-    updates: pl.LazyFrame | None = None,
+    tokens: pl.LazyFrame | Partitions,
+    updates: pl.LazyFrame | Partitions | None = None,
     samples: pl.LazyFrame,
     boundary=None,
     bins_per_decade: int = 2,
     min_exp: int = -8,
 ) -> pl.DataFrame:
-    """Log-scale histogram of |Δp|, split by sign, polarity and stage (PAPER §2.1 D, Fig. 3a).
+    """Log-scale histogram of |Δp|, split by sign, polarity and stage (paper-notes §2.1 D, Fig. 3a).
 
     Bin ``k = floor(bins_per_decade·log10|Δp|)`` clipped to ``[min_exp·bins_per_decade, −1]``, so the bins are
     ``[10^(k/b), 10^((k+1)/b))``; the lowest bin also holds every smaller nonzero |Δp| and the top bin
@@ -170,18 +163,14 @@ def delta_p_histogram(
     b = int(bins_per_decade)
     if b < 1:
         raise UserError(f"bins_per_decade must be ≥ 1, got {bins_per_decade}")
-    pairs = _pairs(tokens, updates)
+    pairs = pair_tokens(tokens, updates)
     smp = SamplesByStep(lazy(samples, "samples"), ["correct"])
     lo = min(min_exp * b, -1)
     k = (pl.col("abs_delta_p").log10() * b).floor().clip(min_exp * b, -1).cast(pl.Int64)
     width = -lo + 1  # k in [lo, −1], and one slot for "no bin" (zeros)
     directions = ("zero", "increase", "decrease")
     counts: dict[str, np.ndarray] = {}
-    def load(item):  # runs one step ahead, in a background thread
-        step = item[0]
-        return smp.join(pairs.frame(step, [*SAMPLE_KEY, "logprob"]), step).pipe(add_delta_p)
-
-    for (step, stage), df in prefetch(select_steps(pairs.steps, boundary, None), load):
+    for step, stage, df in scan_steps(pairs, [*SAMPLE_KEY, "logprob"], boundary=boundary, samples=smp):
         pos = (df.select(polarity_expr())["polarity"].to_numpy() == "positive") if df["correct"].null_count() else \
             df["correct"].to_numpy()
         x = df["delta_p"].to_numpy()
@@ -215,7 +204,7 @@ def entropy_bin_edges(lf: pl.LazyFrame, n_bins: int) -> list[float]:
     if n_bins < 1:
         raise UserError(f"n_bins must be ≥ 1, got {n_bins}")
     qs = [i / n_bins for i in range(n_bins + 1)]
-    row = collect(lf.select([pl.col("entropy").cast(pl.Float64).quantile(q, interpolation="linear").alias(f"e{i}") for i, q in enumerate(qs)]))
+    row = collect_streaming(lf.select([pl.col("entropy").cast(pl.Float64).quantile(q, interpolation="linear").alias(f"e{i}") for i, q in enumerate(qs)]))
     return [float(x) if x is not None else math.nan for x in row.row(0)]
 
 
@@ -260,14 +249,14 @@ def _edge_columns(df: pl.DataFrame, edges: list[float]) -> pl.DataFrame:
 
 def update_by_entropy_bin(
     *,
-    tokens: pl.LazyFrame,
-    updates: pl.LazyFrame | None = None,
+    tokens: pl.LazyFrame | Partitions,
+    updates: pl.LazyFrame | Partitions | None = None,
     n_bins: int = 10,
     top_frac: float = 0.01,
     boundary=None,
     stage: str | None = None,
 ) -> pl.DataFrame:
-    """|Δp| and the logit-gradient norm by entropy quantile bin (PAPER §2.1 E, §7.3; Fig. 3b).
+    """|Δp| and the logit-gradient norm by entropy quantile bin (paper-notes §2.1 E, §7.3; Fig. 3b).
 
     Bins are ``n_bins`` quantiles of token entropy over the selected rows (``stage`` with ``boundary``);
     bin ``i`` holds ``edge_i < H ≤ edge_{i+1}`` (bin 0 also holds the minimum).  ``grad_norm`` =
@@ -288,36 +277,26 @@ def update_by_entropy_bin(
     if updates is None and not has_columns(t, ["logprob_next"]):
         return _entropy_bins_tokens_only(t, n_bins, boundary, stage)
     check_top_frac(top_frac)
-    pairs = _pairs(t, updates)
-    sel = select_steps(pairs.steps, boundary, stage)
-    ent = [df["entropy"].drop_nulls().to_numpy() for _, df in pairs.frames([s for s, _ in sel], ["entropy"], with_next=False)]
-    qs = [i / n_bins for i in range(n_bins + 1)]
-    x = np.concatenate(ent) if ent else np.empty(0, dtype=np.float32)
-    del ent
-    edges = [float(v) if v is not None else math.nan for v in quantiles_linear(x, qs, overwrite_input=True)]
-    del x
+    pairs = pair_tokens(tokens, updates, ["entropy"])
+    steps = [s for s, _ in select_steps(pairs.steps, boundary, stage)]
+    edges = _entropy_edges(pairs, steps, n_bins)
     has_grad = has_columns(t, ["sum_p2"])
     cols = ["entropy", "logprob", *(["sum_p2"] if has_grad else [])]
     aggs = [
         pl.len().cast(pl.Int64).alias("n"),
         pl.col("entropy").cast(pl.Float64).sum().alias("_se"), pl.col("entropy").count().alias("_ce"),
         pl.col("abs_delta_p").sum().alias("_mass"), pl.col("abs_delta_p").count().alias("_ca"),
-        pl.col("significant").sum().cast(pl.Int64).alias("_n_sig"),
+        pl.col("top").sum().cast(pl.Int64).alias("_n_sig"),
     ]
+    schema = {"entropy_bin": pl.Int64, "n": pl.Int64, "_se": pl.Float64, "_ce": pl.UInt32, "_mass": pl.Float64,
+              "_ca": pl.UInt32, "_n_sig": pl.Int64}
     if has_grad:
         aggs += [pl.col("grad_norm").sum().alias("_sg"), pl.col("grad_norm").count().alias("_cg")]
-    parts = []
-    for step, df in pairs.frames([s for s, _ in sel], cols):
-        df = add_delta_p(df, keep_p=True)
-        thr = top_fraction_threshold(df["abs_delta_p"], top_frac)
-        df = df.with_columns(_entropy_bins(df["entropy"], edges), top_flag("abs_delta_p", thr, "significant"),
-                             *([grad_norm_expr(pl.col("p"))] if has_grad else []))
-        parts.append(df.group_by("entropy_bin").agg(aggs))
-    if not parts:
-        schema = {"entropy_bin": pl.Int64, "n": pl.Int64, "_se": pl.Float64, "_ce": pl.UInt32, "_mass": pl.Float64,
-                  "_ca": pl.UInt32, "_n_sig": pl.Int64, "_sg": pl.Float64, "_cg": pl.UInt32}
-        parts = [pl.DataFrame(schema=schema if has_grad else {k: v for k, v in schema.items() if k not in ("_sg", "_cg")})]
-    df = pl.concat(parts).group_by("entropy_bin").agg(pl.all().sum()).sort("entropy_bin")
+        schema |= {"_sg": pl.Float64, "_cg": pl.UInt32}
+    parts = [df.with_columns(_entropy_bins(df["entropy"], edges), *([grad_norm_expr(pl.col("p"))] if has_grad else []))
+             .group_by("entropy_bin").agg(aggs)
+             for _, _, df in scan_steps(pairs, cols, boundary=boundary, stage=stage, top_frac=top_frac, keep_p=True)]
+    df = merge_sums(parts, ["entropy_bin"], schema).sort("entropy_bin")
     mean = lambda s, c: pl.when(pl.col(c) > 0).then(pl.col(s) / pl.col(c)).otherwise(None)  # noqa: E731
     df = df.with_columns(
         mean("_se", "_ce").alias("entropy_mean"),
@@ -332,6 +311,17 @@ def update_by_entropy_bin(
         "mean_abs_delta_p", "share_significant", "share_of_significant", "share_abs_delta_p_mass")
 
 
+def _entropy_edges(pairs, steps: list[int], n_bins: int) -> list[float]:
+    """``n_bins + 1`` exact linear quantiles of ``entropy`` over the rows of ``steps`` (their tokens that have
+    updates), min to max: one pass reading only ``entropy``, one sort of the concatenated values."""
+    read = lambda s: pairs.frame(s, ["entropy"], with_next=False)  # noqa: E731
+    ent = [df["entropy"].drop_nulls().to_numpy() for _, df in prefetch(steps, read)]
+    x = np.concatenate(ent) if ent else np.empty(0, dtype=np.float32)
+    del ent
+    qs = [i / n_bins for i in range(n_bins + 1)]
+    return [float(v) if v is not None else math.nan for v in quantiles_linear(x, qs, overwrite_input=True)]
+
+
 def _entropy_bins_tokens_only(t: pl.LazyFrame, n_bins: int, boundary, stage) -> pl.DataFrame:
     lf = t.with_columns(grad_norm_expr()) if "sum_p2" in t.collect_schema().names() else t
     lf = add_stage(lf, boundary, stage)
@@ -340,14 +330,14 @@ def _entropy_bins_tokens_only(t: pl.LazyFrame, n_bins: int, boundary, stage) -> 
     aggs = [pl.len().cast(pl.Int64).alias("n"), pl.col("entropy").cast(pl.Float64).mean().alias("entropy_mean")]
     names = lf.collect_schema().names()
     aggs.append(pl.col("grad_norm").mean().alias("mean_grad_norm") if "grad_norm" in names else pl.lit(None, dtype=pl.Float64).alias("mean_grad_norm"))
-    df = collect(lf.group_by("entropy_bin").agg(aggs)).sort("entropy_bin")
+    df = collect_streaming(lf.group_by("entropy_bin").agg(aggs)).sort("entropy_bin")
     return _edge_columns(df, edges).select("entropy_bin", "entropy_low", "entropy_high", "entropy_mean", "n", "mean_grad_norm")
 
 
 def significant_update_sets(
     *,
-    tokens: pl.LazyFrame,
-    updates: pl.LazyFrame | None = None,
+    tokens: pl.LazyFrame | Partitions,
+    updates: pl.LazyFrame | Partitions | None = None,
     samples: pl.LazyFrame,
     top_frac: float = 0.01,
     tau: float | None = None,
@@ -355,7 +345,7 @@ def significant_update_sets(
     stage: str | None = None,
     level: float = 0.95,
 ) -> pl.DataFrame:
-    """Entropy of significantly updated tokens vs all tokens (PAPER §1.7, §2.1 E).
+    """Entropy of significantly updated tokens vs all tokens (paper-notes §1.7, §2.1 E).
 
     Sets: ``all``; ``top`` = per-step top-``top_frac`` |Δp|; ``reinforced`` = positive-sample tokens with
     Δp > τ; ``suppressed`` = negative-sample tokens with Δp < −τ.  With ``tau=None`` τ is the per-step
@@ -369,7 +359,7 @@ def significant_update_sets(
     flags (merged exactly at the end) and the entropies for the exact medians (4 bytes a selected token).
     """
     check_top_frac(top_frac)
-    pairs = _pairs(tokens, updates, ["entropy"])
+    pairs = pair_tokens(tokens, updates, ["entropy"])
     smp = SamplesByStep(lazy(samples, "samples"), ["correct"])
     if tau is None:
         big_up = pl.col("top") & (pl.col("delta_p") > 0)
@@ -385,16 +375,9 @@ def significant_update_sets(
     code = pl.sum_horizontal([c.fill_null(False).cast(pl.UInt8) * bits[n] for n, c in flags.items()]).cast(pl.UInt8)
     h = pl.col("entropy").cast(pl.Float64)
     combos, ent = [], {name: [] for name in ["all", *flags]}
-
-    def load(item):  # runs one step ahead, in a background thread
-        step = item[0]
-        df = smp.join(pairs.frame(step, [*SAMPLE_KEY, "entropy", "logprob"]), step)
-        return add_delta_p(df.with_columns(pl.col("correct").fill_null(False))).select(
-            "entropy", "correct", "delta_p", "abs_delta_p")
-
-    for _, df in prefetch(select_steps(pairs.steps, boundary, stage), load):
-        thr = top_fraction_threshold(df["abs_delta_p"], top_frac)
-        df = df.with_columns(top_flag("abs_delta_p", thr, "top")).with_columns(code.alias("_code"))
+    for _, _, df in scan_steps(pairs, [*SAMPLE_KEY, "entropy", "logprob"], boundary=boundary, stage=stage,
+                               samples=smp, top_frac=top_frac):
+        df = df.with_columns(pl.col("correct").fill_null(False)).with_columns(code.alias("_code"))
         combos.append(df.group_by("_code").agg(
             pl.len().cast(pl.Int64).alias("rows"), h.count().alias("hn"), h.mean().alias("hmean"), h.var().alias("hvar"),
             pl.col("abs_delta_p").sum().alias("dps"), pl.col("abs_delta_p").count().alias("dpn"),
@@ -409,35 +392,51 @@ def significant_update_sets(
             ent[n].append(e[(c & bits[n]) != 0])
     combos = [d.with_columns((pl.col("_code") & bits[n] != 0).alias(f"_f_{n}") for n in flags) for d in combos]
     comb = pl.concat(combos).to_dicts() if combos else []
+    sets = {name: _set_moments(comb if name == "all" else [c for c in comb if c[f"_f_{name}"]],
+                               [] if name == "all" else [c for c in comb if not c[f"_f_{name}"]], ent.pop(name))
+            for name in ["all", *flags]}
+    return _sets_table(sets, level)
 
-    def stats(rows):
+
+@dataclass(frozen=True)
+class _SetMoments:
+    """One token set of :func:`significant_update_sets`: its size, entropy moments and median, mean |Δp|, and
+    the entropy moments of the other tokens."""
+
+    n: int
+    mean: float | None
+    var: float | None
+    median: float | None
+    mean_abs_delta_p: float | None
+    rest_mean: float | None
+    rest_var: float | None
+
+
+def _set_moments(inside: list[dict], rest: list[dict], entropies: list[np.ndarray]) -> _SetMoments:
+    """Merge the per-step, per-flag-combination moments of the rows ``inside`` the set (and of the ``rest``)."""
+    def merged(rows):
         n_rows = sum(r["rows"] for r in rows)
-        hn, hmean, hvar = combine_moments((r["hn"], r["hmean"], r["hvar"]) for r in rows)
+        _, hmean, hvar = combine_moments((r["hn"], r["hmean"], r["hvar"]) for r in rows)
         dps, dpn = sum(r["dps"] or 0.0 for r in rows), sum(r["dpn"] for r in rows)
         return n_rows, hmean, hvar, (dps / dpn if dpn else None)
 
-    r: dict = {}
-    for name in ["all", *flags]:
-        inside = comb if name == "all" else [c for c in comb if c[f"_f_{name}"]]
-        rest = [] if name == "all" else [c for c in comb if not c[f"_f_{name}"]]
-        n, mean, var, dp = stats(inside)
-        _, rmean, rvar, _ = stats(rest)
-        arr = ent.pop(name)
-        x = np.concatenate(arr) if arr else np.empty(0, dtype=np.float32)
-        del arr
-        r.update({f"{name}:n": n, f"{name}:mean": mean, f"{name}:var": var, f"{name}:median": quantiles_linear(x, [0.5])[0],
-                  f"{name}:dp": dp, f"{name}:rmean": rmean, f"{name}:rvar": rvar})
-        del x
-    n_all = r["all:n"] or 0
+    n, mean, var, dp = merged(inside)
+    _, rmean, rvar, _ = merged(rest)
+    x = np.concatenate(entropies) if entropies else np.empty(0, dtype=np.float32)
+    return _SetMoments(n, mean, var, quantiles_linear(x, [0.5])[0], dp, rmean, rvar)
+
+
+def _sets_table(sets: dict[str, _SetMoments], level: float) -> pl.DataFrame:
+    n_all = sets["all"].n or 0
     rows = []
-    for name in ["all", *flags]:
-        n = r[f"{name}:n"] or 0
+    for name, m in sets.items():
+        n = m.n or 0
         e = diff_means_from_moments(
-            r[f"{name}:mean"] if n else math.nan, r[f"{name}:var"] or 0.0, n,
-            r[f"{name}:rmean"] if n_all - n else math.nan, r[f"{name}:rvar"] or 0.0, n_all - n, level,
+            m.mean if n else math.nan, m.var or 0.0, n,
+            m.rest_mean if n_all - n else math.nan, m.rest_var or 0.0, n_all - n, level,
         )
-        rows.append(dict(set=name, n=n, share=n / n_all if n_all else math.nan, entropy_mean=r[f"{name}:mean"],
-                         entropy_median=r[f"{name}:median"], mean_abs_delta_p=r[f"{name}:dp"],
+        rows.append(dict(set=name, n=n, share=n / n_all if n_all else math.nan, entropy_mean=m.mean,
+                         entropy_median=m.median, mean_abs_delta_p=m.mean_abs_delta_p,
                          diff_vs_rest=e.estimate if name != "all" else None,
                          ci_low=e.ci_low if name != "all" else None, ci_high=e.ci_high if name != "all" else None))
     schema = dict(set=pl.Utf8, n=pl.Int64, share=pl.Float64, entropy_mean=pl.Float64, entropy_median=pl.Float64,

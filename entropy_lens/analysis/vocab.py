@@ -1,4 +1,4 @@
-"""Token-type shift across the rising stage (PAPER §2.1 B; Fig. 2b).
+"""Token-type shift across the rising stage (paper-notes §2.1 B; Fig. 2b).
 
 Compare each vocabulary item's relative frequency and mean entropy between the *start window* (the first
 ``window`` steps of the rising stage) and the *end window* (the last ``window`` steps before the boundary).
@@ -8,20 +8,35 @@ gain the most frequency.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import polars as pl
 
-from entropy_lens.analysis._common import boundary_step, collect, lazy, require
+from entropy_lens.analysis.frames import boundary_step, collect_streaming, lazy, require
 from entropy_lens.errors import UserError
 from entropy_lens.registry import Registry
 
 
-def _windows(tokens: pl.LazyFrame, boundary: int | None, window: int) -> tuple[list[int], list[int]]:
-    steps = sorted(collect(tokens.select(pl.col("step").unique()))["step"].to_list())
-    rising = [s for s in steps if boundary is None or s < boundary]
+def rising_steps(steps: Iterable[int], boundary) -> list[int]:
+    """The recorded steps of the rising stage, sorted: ``step < boundary`` (every step without a boundary)."""
+    b = boundary_step(boundary)
+    return [int(s) for s in sorted(steps) if b is None or s < b]
+
+
+def rising_windows(steps: Iterable[int], boundary, window: int) -> tuple[list[int], list[int]]:
+    """The start and end windows of the rising stage: its first and last ``window`` recorded steps, capped
+    at half the rising steps so that they never overlap.  Fewer than 2 rising steps is a :class:`UserError`."""
+    rising = rising_steps(steps, boundary)
     if len(rising) < 2:
-        raise UserError(f"the rising stage has {len(rising)} step(s) (boundary {boundary}); need at least 2 to compare windows")
+        raise UserError(f"the rising stage has {len(rising)} step(s) (boundary {boundary_step(boundary)}); need at "
+                        "least 2 to compare windows")
     w = max(1, min(int(window), len(rising) // 2))
     return rising[:w], rising[-w:]
+
+
+def table_steps(frame: pl.LazyFrame) -> list[int]:
+    """The distinct ``step`` values of a table, sorted."""
+    return sorted(collect_streaming(frame.select(pl.col("step").unique()))["step"].to_list())
 
 
 def token_shift(
@@ -36,7 +51,7 @@ def token_shift(
 
     Windows are counted in recorded steps (checkpoints): the first ``window`` and the last ``window`` steps
     with ``step < boundary`` (all steps when ``boundary`` is None), capped at half the rising steps so they
-    never overlap.  Definitions (PAPER §2.1 B [I]): ``freq = count / total tokens in the window``;
+    never overlap.  Definitions (paper-notes §2.1 B [I]): ``freq = count / total tokens in the window``;
     ``freq_change = freq_end − freq_start``; ``freq_ratio = (freq_end + 1/N_end)/(freq_start + 1/N_start)``
     (add-one smoothed); ``entropy_change = entropy_end − entropy_start`` (nats; null unless the type occurs
     in both windows).  Types with ``count_start + count_end < min_count`` are dropped.
@@ -46,14 +61,14 @@ def token_shift(
     ``entropy_change``; sorted by ``token_id``.
     """
     t = require(lazy(tokens, "tokens"), ["step", "token_id", "entropy"], "tokens")
-    start, end = _windows(t, boundary_step(boundary), window)
+    start, end = rising_windows(table_steps(t), boundary, window)
     win = (
         t.filter(pl.col("step").is_in(start + end))
         .with_columns(pl.when(pl.col("step").is_in(start)).then(pl.lit("start")).otherwise(pl.lit("end")).alias("_w"))
         .group_by("_w", "token_id")
         .agg(pl.len().cast(pl.Int64).alias("count"), pl.col("entropy").cast(pl.Float64).mean().alias("entropy"))
     )
-    per = collect(win)  # one row per (window, token type): at most 2·|V| rows
+    per = collect_streaming(win)  # one row per (window, token type): at most 2·|V| rows
     totals = {w: int(per.filter(pl.col("_w") == w)["count"].sum()) for w in ("start", "end")}
     s = per.filter(pl.col("_w") == "start").select("token_id", pl.col("count").alias("count_start"), pl.col("entropy").alias("entropy_start"))
     e = per.filter(pl.col("_w") == "end").select("token_id", pl.col("count").alias("count_end"), pl.col("entropy").alias("entropy_end"))
@@ -73,7 +88,7 @@ def token_shift(
         )
     )
     if vocab is not None:
-        v = collect(require(lazy(vocab, "vocab"), ["token_id", "token"], "vocab").select("token_id", "token"))
+        v = collect_streaming(require(lazy(vocab, "vocab"), ["token_id", "token"], "vocab").select("token_id", "token"))
         df = df.join(v.with_columns(pl.col("token_id").cast(df["token_id"].dtype)), on="token_id", how="left")
     else:
         df = df.with_columns(pl.lit(None, dtype=pl.Utf8).alias("token"))

@@ -1,1 +1,2 @@
-"""From checkpoints to the store: sampling backends, teacher-forced scoring, and the checkpoint sweep."""
+"""From checkpoints to the store: samplers, teacher-forced scoring, the row layout, the checkpoint sweep,
+re-scoring of saved rollouts, and token-replacement interventions."""

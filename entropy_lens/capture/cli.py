@@ -1,27 +1,29 @@
-"""Capture subcommands beyond ``collect``: ``score`` re-scores a training run's saved rollouts; ``intervene``
-replaces high-entropy tokens and regenerates (PAPER §2.2 H, §2.3 K)."""
+"""The capture commands: ``collect`` samples checkpoints and stores per-token statistics; ``score``
+re-scores a training run's saved rollouts.
+
+Configs come from the torch-free :mod:`entropy_lens.capture.config`; each ``run`` imports the torch-heavy
+module it needs only when called.  (``intervene`` is wired in :mod:`entropy_lens.cli`, which hands it the
+analysis layer's site selection and summary; its config is :class:`~entropy_lens.capture.config.InterveneConfig`.)
+"""
 
 from __future__ import annotations
 
-from entropy_lens.capture.ingest import ScoreConfig
-from entropy_lens.capture.intervene import InterveneConfig
+from entropy_lens.capture.config import CollectConfig, ScoreConfig
+from entropy_lens.command import Command
+
+
+def _collect(cfg: CollectConfig) -> None:
+    from entropy_lens.capture.sweep import collect
+
+    print(collect(cfg))
 
 
 def _score(cfg: ScoreConfig) -> None:
-    from entropy_lens.capture.ingest import score_rollouts
+    from entropy_lens.capture.score_rollouts import score_rollouts
 
     print(score_rollouts(cfg))
 
 
-def _intervene(cfg: InterveneConfig) -> None:
-    from entropy_lens.capture.intervene import intervene
-
-    print(intervene(cfg))
-
-
-SUBCOMMANDS = [
-    ("score", "teacher-force a training run's saved rollouts (verl, TRL, JSONL) under the checkpoints that "
-              "sampled them", ScoreConfig, _score),
-    ("intervene", "replace high-entropy tokens by the next-best token, regenerate, and compare accuracy by PPL "
-                  "and by position (Figs. 4b, 5b)", InterveneConfig, _intervene),
-]
+COLLECT = Command("collect", "sample checkpoints on an eval set and store per-token entropy", CollectConfig, _collect)
+SCORE = Command("score", "teacher-force a training run's saved rollouts (verl, TRL, JSONL) under the checkpoints "
+                         "that sampled them", ScoreConfig, _score)

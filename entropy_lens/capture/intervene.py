@@ -1,9 +1,9 @@
-"""``entropy-lens intervene``: token-replacement interventions (PAPER §2.2 H, §2.3 K; Figs. 4b, 5b).
+"""``entropy-lens intervene``: token-replacement interventions (paper-notes §2.2 H, §2.3 K; Figs. 4b, 5b).
 
     entropy-lens intervene RUN/baseline/sweep --out RUN/interventions.parquet
     entropy-lens intervene STORE --checkpoint CKPT --step 40 --positions-per-sample 1 --continuations 4
 
-The paper gives no protocol (PAPER §8 item 4).  This is our operationalisation, following the suggestion in
+The paper gives no protocol (paper-notes §8 item 4).  This is our operationalisation, following the suggestion in
 §2.2 H:
 
 1. **Responses.**  All responses of one step of a store (``--step``; default: the last completed step that
@@ -14,10 +14,10 @@ The paper gives no protocol (PAPER §8 item 4).  This is our operationalisation,
 2. **Positions.**  In each response, the top-k (``--positions-per-sample``) positions by the *stored*
    entropy within a region (ties: earlier position first):
 
-   * ``kind = "ppl"``: responses bucketed by :func:`entropy_lens.analysis.instance.ppl_buckets` (group-z,
-     ``w_ppl < −0.5`` → ``low-ppl``, ``> 0.5`` → ``high-ppl``, mid dropped); region = the whole response;
+   * ``kind = "ppl"``: responses bucketed by PPL (group-z ``w_ppl < −0.5`` → ``low-ppl``, ``> 0.5`` →
+     ``high-ppl``, mid dropped); region = the whole response;
    * ``kind = "position"``: every response; region ``begin`` = ``position/length < edge``, ``end`` =
-     ``position/length ≥ 1 − edge`` (``--edge``, default 0.1, PAPER §1.5 relative position).
+     ``position/length ≥ 1 − edge`` (``--edge``, default 0.1, paper-notes §1.5 relative position).
 
    EOS tokens are never intervened on, in any region: the final EOS sits in the last 10 % of every response
    that finished, and replacing it only extends a finished answer — not a change of reasoning.
@@ -25,7 +25,8 @@ The paper gives no protocol (PAPER §8 item 4).  This is our operationalisation,
    (the 2nd most likely token when the sampled one was the mode), from a teacher-forced forward pass over
    ``prompt + response`` at that prefix.
 4. **Regeneration, two arms.**  From the shared prefix ``prompt + response[:t]``, ``m`` (``--continuations``)
-   continuations are sampled with the same policy at the store's sampling temperature and top-p:
+   continuations are sampled with the same policy at the store's sampling temperature and top-p (its
+   manifest's :class:`~entropy_lens.capture.config.SamplingRecord`):
 
    * ``after``:  ``prefix + replacement`` → continuation;
    * ``before``: ``prefix + original token`` → continuation.
@@ -43,80 +44,45 @@ The paper gives no protocol (PAPER §8 item 4).  This is our operationalisation,
    interventions (resampling whole responses when k > 1, since positions of one response are not
    independent).  Groups with no intervention are left out (and named on the console).
 
-Outputs (written atomically): ``--out`` (default ``STORE/interventions.parquet``; the table that
-``figures/fig4_instance.py``, ``fig5_position.py`` and ``findings.py`` read as ``RUN/interventions.parquet``)
-and ``<out stem>_detail.parquet``, one row per (kind, group, intervention).  A position picked by two kinds
-(e.g. the top-entropy token of a low-PPL response lying in its first 10 %) is regenerated once and appears
-in both kinds' rows with the same numbers.  Every random draw comes from ``(seed, step, batch index)``, so
+Outputs (written atomically): ``--out`` (default ``STORE/interventions.parquet``) and
+``<out stem>_detail.parquet``, one row per (kind, group, intervention).  A position picked by two kinds (e.g.
+the top-entropy token of a low-PPL response lying in its first 10 %) is regenerated once and appears in both
+kinds' rows with the same numbers.  Every random draw comes from ``(seed, step, batch index)``, so
 the same inputs and seed give the same tables.
+
+Steps 2 and 5 are pure table work; :func:`intervene` takes them as arguments (``select_sites``,
+``summarize``: the analysis layer's :func:`entropy_lens.analysis.interventions.select_positions` and
+:func:`~entropy_lens.analysis.interventions.summarize`, which the CLI passes), so this module only does the
+model work of steps 3 and 4.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from entropy_lens.capture.sampling import BACKENDS, SamplingParams, encode_prompt, eos_token_ids
+from entropy_lens.capture.backends import SAMPLERS, EngineOptions, Sampler, batch_sampler_name
+from entropy_lens.capture.config import InterveneConfig, SamplingRecord
+from entropy_lens.capture.sampling import SamplingParams, batch_seed, encode_prompt, eos_token_ids
 from entropy_lens.capture.scoring import forward_at
-from entropy_lens.capture.sweep import batch_seed, resolve_device
 from entropy_lens.checkpoints import discover, is_model_dir
 from entropy_lens.errors import UserError
-from entropy_lens.models import load_checkpoint
-from entropy_lens.store import atomic_write_parquet
+from entropy_lens.models import default_dtype, load_checkpoint, resolve_device
+from entropy_lens.store import Store, atomic_write_parquet, open_store
 
-KINDS = ("ppl", "position")
-GROUPS = {"ppl": ("low-ppl", "high-ppl"), "position": ("begin", "end")}
-SUMMARY_COLUMNS = ["kind", "group", "n", "accuracy_before", "accuracy_after", "delta_accuracy", "ci_low", "ci_high"]
 RESPONSE = ["prompt_id", "sample_id"]
 LOGPROB_WARN = 0.05  # median |recomputed − stored| log-prob above this: probably not the sampling checkpoint
 
-
-@dataclass
-class InterveneConfig:
-    """``entropy-lens intervene STORE``: replace high-entropy tokens by the checkpoint's next-best token,
-    regenerate, and measure the change in accuracy, by PPL bucket (PAPER §2.2 H) and by position (§2.3 K).
-    See entropy_lens/capture/intervene.py for the protocol."""
-
-    store: str = field(metadata={"help": "Store (a collect sweep or a train run) whose responses are intervened on.",
-                                 "positional": True})
-    checkpoint: str | None = field(default=None, metadata={
-        "help": "The checkpoint that sampled --step: a model folder, or a folder of checkpoints (step_N/, "
-                "checkpoint-N/...). Default: the store's info.checkpoints, else STORE/checkpoints/."})
-    out: str | None = field(default=None, metadata={"help": "Summary Parquet to write (default: "
-                                                             "STORE/interventions.parquet); details go to "
-                                                             "<stem>_detail.parquet beside it."})
-    step: int | None = field(default=None, metadata={"help": "Step of the store to use (default: the last "
-                                                              "completed step with a checkpoint)."})
-    dataset: str | None = field(default=None, metadata={"help": "Eval set whose verifier grades the responses: "
-                                                                "a task name (arith) or a .jsonl/.parquet file. "
-                                                                "Default: the store's dataset."})
-    kinds: str = field(default="ppl,position", metadata={"help": "Comma-separated kinds: ppl (low/high-PPL "
-                                                                 "responses), position (begin/end of responses)."})
-    positions_per_sample: int = field(default=1, metadata={"help": "Top-k entropy positions per response and "
-                                                                   "region."})
-    continuations: int = field(default=4, metadata={"help": "Continuations regenerated per arm (m)."})
-    max_samples: int | None = field(default=None, metadata={"help": "Use only the first N responses of the step "
-                                                                    "(in prompt_id, sample_id order)."})
-    temperature: float | None = field(default=None, metadata={"help": "Regeneration temperature (default: the "
-                                                                      "store's sampling temperature)."})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "Response budget, prefix included "
-                                                                       "(default: the store's max_new_tokens)."})
-    edge: float = field(default=0.1, metadata={"help": "Relative-position width of the begin and end regions."})
-    ppl_threshold: float = field(default=0.5, metadata={"help": "|w_ppl| beyond which a response is low/high "
-                                                                "PPL (group-z bucketing)."})
-    seed: int = field(default=0, metadata={"help": "Random seed (regeneration and bootstrap)."})
-    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the CIs."})
-    batch_size: int = field(default=256, metadata={"help": "Sequences per forward / generation batch."})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when available)."})
-    backend: str = field(default="hf", metadata={"help": "Sampling backend for the regenerations."})
+SelectSites = Callable[..., pl.DataFrame]  # (tokens, samples, *, kinds, k, edge, ppl_threshold, eos_ids) -> sites
+Summarize = Callable[..., pl.DataFrame]  # (detail, *, n_boot, seed) -> summary
 
 
 @dataclass
@@ -145,16 +111,6 @@ class InterveneResult:
 # --------------------------------------------------------------------------------------------------------
 # Inputs: store, step, checkpoint, verifier
 # --------------------------------------------------------------------------------------------------------
-
-def _open_store(path: str):
-    import entropy_lens
-
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"{p}: no such store directory; point at a folder written by `entropy-lens collect` or "
-                        "`train`")
-    return entropy_lens.open(p)
-
 
 def known_checkpoints(store, checkpoint: str | None) -> dict[int | None, Path]:
     """Checkpoints by step; key ``None`` = one model folder given for whichever step is chosen."""
@@ -226,55 +182,8 @@ def encode_prompts(store, tokenizer, prompts: Sequence[str]) -> list[list[int]]:
     and ``train`` stores keep the raw prompt (through the chat template, as they encoded it)."""
     if store.manifest.get("kind") == "score":
         return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    chat = store.manifest.get("settings", {}).get("chat_template", True)
+    chat = SamplingRecord.from_settings(store.manifest.get("settings", {})).chat_template
     return [encode_prompt(tokenizer, p, chat_template=chat) for p in prompts]
-
-
-# --------------------------------------------------------------------------------------------------------
-# Which positions (pure polars)
-# --------------------------------------------------------------------------------------------------------
-
-def select_positions(tokens: pl.DataFrame | pl.LazyFrame, samples: pl.DataFrame | pl.LazyFrame, *,
-                     kinds: Sequence[str] = KINDS, k: int = 1, edge: float = 0.1, ppl_threshold: float = 0.5,
-                     eos_ids: Sequence[int] = ()) -> pl.DataFrame:
-    """The intervention sites of one step: one row per (kind, group, response, position).
-
-    ``tokens``/``samples`` are the step's store rows.  Within each (kind, group, response) the ``k`` highest
-    stored-entropy positions of the region are kept (ties: the earlier position); EOS tokens are never
-    eligible.  Columns: ``kind``, ``group``, ``step``, ``prompt_id``, ``sample_id``, ``position``,
-    ``rel_position``, ``entropy``, ``token_id``, ``logprob``, ``length``, ``w_ppl`` (null for position).
-    """
-    from entropy_lens.analysis.instance import ppl_buckets
-
-    t = tokens.lazy() if isinstance(tokens, pl.DataFrame) else tokens
-    s = samples.lazy() if isinstance(samples, pl.DataFrame) else samples
-    key = ["step", *RESPONSE]
-    base = (t.select(*key, "position", "token_id", "entropy", "logprob")
-            .join(s.select(*key, "length"), on=key, how="inner")
-            .filter(~pl.col("token_id").is_in(list(eos_ids)))
-            .with_columns((pl.col("position").cast(pl.Float64) / pl.col("length").cast(pl.Float64))
-                          .alias("rel_position")))
-    parts = []
-    if "ppl" in kinds:
-        b = ppl_buckets(samples=s, bucketing="group_z", threshold=ppl_threshold)
-        b = (b.filter(pl.col("ppl_bucket").is_in(["low", "high"]))
-             .select(*key, "w_ppl", (pl.col("ppl_bucket") + "-ppl").alias("group")))
-        parts.append(base.join(b.lazy(), on=key, how="inner").with_columns(pl.lit("ppl").alias("kind")))
-    if "position" in kinds:
-        r = pl.col("rel_position")
-        for group, cond in (("begin", r < edge), ("end", r >= 1.0 - edge)):
-            parts.append(base.filter(cond).with_columns(pl.lit(None, pl.Float64).alias("w_ppl"),
-                                                        pl.lit(group).alias("group"), pl.lit("position").alias("kind")))
-    cols = ["kind", "group", *key, "position", "rel_position", "entropy", "token_id", "logprob", "length", "w_ppl"]
-    out = pl.concat([p.select(cols) for p in parts], how="vertical_relaxed")
-    order = {g: i for i, g in enumerate(g for kind in KINDS for g in GROUPS[kind])}
-    by = ["kind", "group", *key, "entropy", "position"]
-    return (out.sort(by, descending=[c == "entropy" for c in by])
-            .with_columns(pl.int_range(pl.len()).over(["kind", "group", *key]).alias("_rank"))
-            .filter(pl.col("_rank") < k).drop("_rank")
-            .with_columns(pl.col("group").replace_strict(order, default=len(order)).alias("_g"))
-            .sort(["_g", *key, "position"]).drop("_g")
-            .collect())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -320,7 +229,7 @@ def replacement_tokens(model, prompt_ids: Sequence[Sequence[int]], responses: Se
 # Regeneration
 # --------------------------------------------------------------------------------------------------------
 
-def regenerate(model, tokenizer, contexts: Sequence[Sequence[int]], budgets: Sequence[int], *, sampler,
+def regenerate(model, tokenizer, contexts: Sequence[Sequence[int]], budgets: Sequence[int], *, sampler: Sampler,
                temperature: float, top_p: float, seed: int, step: int, batch_size: int,
                eos_ids: set[int], desc: str = "regenerate") -> list[list[int]]:
     """One sampled continuation per context (its tokens after the context, at most ``budget``, EOS included).
@@ -335,61 +244,22 @@ def regenerate(model, tokenizer, contexts: Sequence[Sequence[int]], budgets: Seq
     for b, lo in enumerate(tqdm(batches, desc=desc, unit="batch", file=sys.stderr, disable=None, leave=False)):
         chunk = todo[lo:lo + batch_size]
         params = SamplingParams(max(budgets[i] for i in chunk), temperature, top_p)
-        res = sampler(model, tokenizer, [contexts[i] for i in chunk], params, seed=batch_seed(seed, step, b))
+        res = sampler(model, tokenizer, [contexts[i] for i in chunk], params,
+                      batch_seeds=[batch_seed(seed, step, b)], batch_size=len(chunk))
         for i, r in zip(chunk, res):
             out[i] = list(r.token_ids[: budgets[i]])
     return out
 
 
 # --------------------------------------------------------------------------------------------------------
-# Summary
-# --------------------------------------------------------------------------------------------------------
-
-def _cluster_ci(diff: np.ndarray, cluster: np.ndarray, n_boot: int, seed: int):
-    """Bootstrap CI of the mean of ``diff``, resampling clusters (responses); with singleton clusters this is
-    exactly :func:`~entropy_lens.analysis.stats.bootstrap_ci` over the values."""
-    from entropy_lens.analysis.stats import bootstrap_ci
-
-    _, inv = np.unique(cluster, return_inverse=True)
-    if inv.max(initial=-1) + 1 == len(diff):
-        return bootstrap_ci(diff, n_boot=n_boot, seed=seed)
-    sums = np.bincount(inv, weights=diff)
-    counts = np.bincount(inv).astype(float)
-
-    def ratio(idx, axis=None):
-        idx = np.asarray(idx).astype(np.int64)
-        return sums[idx].sum(axis=axis) / counts[idx].sum(axis=axis)
-
-    return bootstrap_ci(np.arange(len(sums), dtype=float), stat=ratio, n_boot=n_boot, seed=seed)
-
-
-def summarize(detail: pl.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pl.DataFrame:
-    """One row per (kind, group) present in ``detail``: the :data:`SUMMARY_COLUMNS`."""
-    rows = []
-    for kind in KINDS:
-        for group in GROUPS[kind]:
-            d = detail.filter((pl.col("kind") == kind) & (pl.col("group") == group))
-            if d.height == 0:
-                continue
-            before, after = d["acc_before"].to_numpy(), d["acc_after"].to_numpy()
-            cluster = (d["prompt_id"].cast(pl.Int64) * 1_000_003 + d["sample_id"].cast(pl.Int64)).to_numpy()
-            est = _cluster_ci(after - before, cluster, n_boot, seed)
-            rows.append({"kind": kind, "group": group, "n": d.height, "accuracy_before": float(before.mean()),
-                         "accuracy_after": float(after.mean()), "delta_accuracy": est.estimate,
-                         "ci_low": est.ci_low, "ci_high": est.ci_high})
-    schema = {"kind": pl.Utf8, "group": pl.Utf8, "n": pl.Int64, **{c: pl.Float64 for c in SUMMARY_COLUMNS[3:]}}
-    return pl.DataFrame(rows, schema=schema)
-
-
-# --------------------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------------------
 
-def _check(cfg: InterveneConfig) -> list[str]:
+def _check(cfg: InterveneConfig, kinds_known: Sequence[str]) -> list[str]:
     kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in KINDS]
+    bad = [k for k in kinds if k not in kinds_known]
     if bad or not kinds:
-        raise UserError(f"--kinds {cfg.kinds!r}: expected a comma-separated subset of {', '.join(KINDS)}")
+        raise UserError(f"--kinds {cfg.kinds!r}: expected a comma-separated subset of {', '.join(kinds_known)}")
     for name in ("positions_per_sample", "continuations", "batch_size", "n_boot"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be at least 1")
@@ -415,39 +285,106 @@ def _out_paths(cfg: InterveneConfig) -> tuple[Path, Path]:
     return out, out.with_name(out.stem + "_detail.parquet")
 
 
-def intervene(cfg: InterveneConfig) -> InterveneResult:
-    """Run ``entropy-lens intervene``; see the module docstring.  Every input check runs before any model
-    is loaded or file written."""
-    t0 = time.perf_counter()
-    kinds = _check(cfg)
+@dataclass(frozen=True)
+class Plan:
+    """The checked inputs of one run: what to intervene on, with which checkpoint, graded how."""
+
+    store: Store
+    step: int
+    checkpoint: Path
+    verify: Callable
+    kinds: list[str]
+    sampling: SamplingRecord  # how the store's responses were sampled
+    temperature: float  # of the regenerations
+    sampler: Sampler
+    out: Path
+    detail_out: Path
+
+
+def prepare(cfg: InterveneConfig, groups: Mapping[str, Sequence[str]]) -> Plan:
+    """Every input check, before any model is loaded or file written; bad input is a UserError."""
+    kinds = _check(cfg, list(groups))
     out, detail_out = _out_paths(cfg)
-    store = _open_store(cfg.store)
+    store = open_store(cfg.store)
     step, ckpt = choose_step(store, known_checkpoints(store, cfg.checkpoint), cfg.step)
     verify = verifier_for(store, cfg.dataset)
-    settings = store.manifest.get("settings", {})
-    store_temp = float(settings.get("temperature", 1.0))
-    temperature = cfg.temperature if cfg.temperature is not None else store_temp
-    top_p = float(settings.get("top_p", 1.0))
-    max_new = cfg.max_new_tokens or settings.get("max_new_tokens") or settings.get("max_response_tokens")
-    sampler = BACKENDS.get(cfg.backend)
-    device = resolve_device(cfg.device)
+    sampling = SamplingRecord.from_settings(store.manifest.get("settings", {}))
+    temperature = cfg.temperature if cfg.temperature is not None else sampling.temperature
+    sampler = SAMPLERS.get(batch_sampler_name(cfg.backend))(EngineOptions(seed=cfg.seed))
+    return Plan(store, step, ckpt, verify, kinds, sampling, temperature, sampler, out, detail_out)
 
-    samples = store.samples.filter(pl.col("step") == step).sort(RESPONSE).collect()
-    tokens = store.tokens.filter(pl.col("step") == step)
+
+def intervene(cfg: InterveneConfig, *, select_sites: SelectSites, summarize: Summarize,
+              groups: Mapping[str, Sequence[str]]) -> InterveneResult:
+    """Run ``entropy-lens intervene``; see the module docstring.
+
+    ``select_sites`` picks the intervention sites of the step's tokens and samples, ``summarize`` turns the
+    per-intervention table into the summary, and ``groups`` maps each kind (``--kinds``) to the groups
+    ``select_sites`` puts its sites in.
+    """
+    t0 = time.perf_counter()
+    plan = prepare(cfg, groups)
+    device = resolve_device(cfg.device)
+    samples = plan.store.samples.filter(pl.col("step") == plan.step).sort(RESPONSE).collect()
+    tokens = plan.store.tokens.filter(pl.col("step") == plan.step)
+    max_new = cfg.max_new_tokens or plan.sampling.max_new_tokens
     if max_new is None:
         max_new = int(samples["length"].max())
-    model, tokenizer = load_checkpoint(ckpt, device=device, dtype=torch.bfloat16 if device.startswith("cuda") else None)
+    model, tokenizer = load_checkpoint(plan.checkpoint, device=device, dtype=default_dtype(device))
     eos = eos_token_ids(model, tokenizer)
-    sites = select_positions(tokens, samples, kinds=kinds, k=cfg.positions_per_sample, edge=cfg.edge,
-                             ppl_threshold=cfg.ppl_threshold, eos_ids=sorted(eos))
+    sites = select_sites(tokens, samples, kinds=plan.kinds, k=cfg.positions_per_sample, edge=cfg.edge,
+                         ppl_threshold=cfg.ppl_threshold, eos_ids=sorted(eos))
     if cfg.max_samples is not None:
         keep = samples.select(RESPONSE).head(cfg.max_samples)
         sites = sites.join(keep, on=RESPONSE, how="semi", maintain_order="left")
     if sites.height == 0:
-        raise UserError(f"{store.root}: step {step} has no eligible positions for --kinds {cfg.kinds} "
+        raise UserError(f"{plan.store.root}: step {plan.step} has no eligible positions for --kinds {cfg.kinds} "
                         "(too few responses, or none outside the mid-PPL bucket)")
+    resp = site_responses(plan.store, tokenizer, tokens, samples, sites)
+    # At the store's temperature, so that the original token's log-prob checks against the stored one.
+    reps = replacement_tokens(model, resp.prompt_ids, resp.token_ids, resp.positions,
+                              temperature=plan.sampling.temperature, batch_size=cfg.batch_size)
+    arms = build_arms(resp, reps, cfg.continuations, int(max_new))
+    conts = regenerate(model, tokenizer, arms.contexts, arms.budgets, sampler=plan.sampler,
+                       temperature=plan.temperature, top_p=plan.sampling.top_p, seed=cfg.seed, step=plan.step,
+                       batch_size=cfg.batch_size, eos_ids=eos,
+                       desc=f"step {plan.step}: regenerate {len(arms.contexts)}")
+    graded = grade_arms(arms, conts, resp, tokenizer, plan.verify)
+    per = intervention_rows(arms, graded, resp, sites)
+    detail = detail_table(sites, per, tokenizer, cfg.continuations, plan.checkpoint)
+    summary = summarize(detail, n_boot=cfg.n_boot, seed=cfg.seed)
+    gap = float(per["logprob_gap"].median())
+    if gap > LOGPROB_WARN:
+        print(f"entropy-lens intervene: warning: the stored log-probs of step {plan.step} differ from "
+              f"{plan.checkpoint}'s by {gap:.3f} nats (median); is it the checkpoint that sampled this step?",
+              file=sys.stderr)
+    atomic_write_parquet(detail.to_arrow(), plan.detail_out)
+    atomic_write_parquet(summary.to_arrow(), plan.out)
+    empty = [f"{k}/{g}" for k in plan.kinds for g in groups[k]
+             if summary.filter((pl.col("kind") == k) & (pl.col("group") == g)).height == 0]
+    return InterveneResult(plan.out, plan.detail_out, summary, detail, plan.step, plan.checkpoint,
+                           time.perf_counter() - t0, gap, empty)
 
-    # One regeneration per distinct (response, position), shared by the kinds that picked it.
+
+# --------------------------------------------------------------------------------------------------------
+# The steps between site selection and summary
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class SiteResponses:
+    """The responses that hold a site, in (prompt_id, sample_id) order: ``frame`` (their keys, ``prompt``,
+    ``gold``, ``correct``), and per response its prompt ids, its token ids and its distinct site positions."""
+
+    frame: pl.DataFrame
+    prompt_ids: list[list[int]]
+    token_ids: list[list[int]]
+    positions: list[list[int]]
+
+
+def site_responses(store, tokenizer, tokens: pl.LazyFrame, samples: pl.DataFrame,
+                   sites: pl.DataFrame) -> SiteResponses:
+    """One regeneration per distinct (response, position): the sites' responses, shared by the kinds that
+    picked them."""
     uniq = sites.select(*RESPONSE, "position", "token_id").unique(maintain_order=True).sort(*RESPONSE, "position")
     resp = (tokens.select(*RESPONSE, "position", "token_id").sort(*RESPONSE, "position")
             .group_by(RESPONSE, maintain_order=True).agg("token_id").collect()
@@ -458,69 +395,84 @@ def intervene(cfg: InterveneConfig) -> InterveneResult:
     resp = resp.join(pos_by, on=RESPONSE, how="left").sort(RESPONSE)
     texts = resp["prompt"].unique(maintain_order=True).to_list()
     encoded = dict(zip(texts, encode_prompts(store, tokenizer, texts)))
-    r_prompt = [encoded[p] for p in resp["prompt"].to_list()]
-    r_ids = resp["token_id"].to_list()
-    r_pos = resp["position"].to_list()
-    # At the store's temperature, so that the original token's log-prob checks against the stored one.
-    reps = replacement_tokens(model, r_prompt, r_ids, r_pos, temperature=store_temp, batch_size=cfg.batch_size)
+    return SiteResponses(resp, [encoded[p] for p in resp["prompt"].to_list()], resp["token_id"].to_list(),
+                         resp["position"].to_list())
 
-    m = cfg.continuations
-    contexts, budgets, meta = [], [], []  # meta: (intervention index, arm)
-    ivs = []  # per intervention: (resp row, position, replacement, rep prob, orig logprob)
-    for ri, (pids, ids, poss, rr) in enumerate(zip(r_prompt, r_ids, r_pos, reps)):
+
+@dataclass
+class Arms:
+    """Every regeneration context: ``interventions[u] = (response row, position, replacement id,
+    replacement prob, original logprob)``; context ``j`` is arm ``meta[j] = (u, "before" | "after")``."""
+
+    interventions: list[tuple[int, int, int, float, float]]
+    contexts: list[list[int]]
+    budgets: list[int]
+    meta: list[tuple[int, str]]
+
+
+def build_arms(resp: SiteResponses, reps, m: int, max_new: int) -> Arms:
+    """``m`` contexts per arm: ``prompt + response[:t] + token``, token the original (``before``) or the
+    replacement (``after``), with a budget of ``max_new − (t + 1)`` new tokens."""
+    arms = Arms([], [], [], [])
+    for ri, (pids, ids, poss, rr) in enumerate(zip(resp.prompt_ids, resp.token_ids, resp.positions, reps)):
         for t, (rep, rep_p, olp) in zip(poss, rr):
-            u = len(ivs)
-            ivs.append((ri, t, rep, rep_p, olp))
+            u = len(arms.interventions)
+            arms.interventions.append((ri, t, rep, rep_p, olp))
             for arm, tok in (("before", ids[t]), ("after", rep)):
                 for _ in range(m):
-                    contexts.append(list(pids) + list(ids[:t]) + [tok])
-                    budgets.append(int(max_new) - (t + 1))
-                    meta.append((u, arm))
-    conts = regenerate(model, tokenizer, contexts, budgets, sampler=sampler, temperature=temperature, top_p=top_p,
-                       seed=cfg.seed, step=step, batch_size=cfg.batch_size, eos_ids=eos,
-                       desc=f"step {step}: regenerate {len(contexts)}")
+                    arms.contexts.append(list(pids) + list(ids[:t]) + [tok])
+                    arms.budgets.append(max_new - (t + 1))
+                    arms.meta.append((u, arm))
+    return arms
 
-    golds = resp["gold"].to_list()
-    correct = {(u, arm): [] for u in range(len(ivs)) for arm in ("before", "after")}
+
+def grade_arms(arms: Arms, conts: list[list[int]], resp: SiteResponses, tokenizer,
+               verify: Callable) -> tuple[dict, dict]:
+    """Each full response ``response[:t] + token + continuation`` graded: ``(correct, example)``, keyed by
+    ``(u, arm)``: the list of its verdicts, and the text of its first continuation."""
+    golds = resp.frame["gold"].to_list()
+    correct = {(u, arm): [] for u in range(len(arms.interventions)) for arm in ("before", "after")}
     example = {}
-    for (u, arm), ctx, cont in zip(meta, contexts, conts):
-        ri, t = ivs[u][:2]
-        full = list(r_ids[ri][:t]) + [ctx[-1]] + cont
+    for (u, arm), ctx, cont in zip(arms.meta, arms.contexts, conts):
+        ri, t = arms.interventions[u][:2]
+        full = list(resp.token_ids[ri][:t]) + [ctx[-1]] + cont
         text = tokenizer.decode(full, skip_special_tokens=True)
         correct[(u, arm)].append(bool(verify(text, golds[ri]).correct))
         example.setdefault((u, arm), text)
+    return correct, example
+
+
+def intervention_rows(arms: Arms, graded: tuple[dict, dict], resp: SiteResponses,
+                      sites: pl.DataFrame) -> pl.DataFrame:
+    """One row per intervention: its replacement, the original token's recomputed log-prob and its gap to
+    the stored one, and the accuracy of each arm (the fraction of its continuations that are correct)."""
+    correct, example = graded
     stored_lp = {(int(a), int(b), int(c)): float(d) for a, b, c, d in
                  sites.select(*RESPONSE, "position", "logprob").unique().iter_rows()}
-    keys = resp.select(RESPONSE).rows()
+    keys = resp.frame.select(RESPONSE).rows()
     rows = []
-    for u, (ri, t, rep, rep_p, olp) in enumerate(ivs):
+    for u, (ri, t, rep, rep_p, olp) in enumerate(arms.interventions):
         pid, sid = keys[ri]
         rows.append({"prompt_id": pid, "sample_id": sid, "position": t, "replacement_id": rep,
                      "replacement_prob": rep_p, "original_logprob": olp,
                      "logprob_gap": abs(olp - stored_lp[(pid, sid, t)]),
                      "acc_before": float(np.mean(correct[(u, "before")])),
                      "acc_after": float(np.mean(correct[(u, "after")])),
-                     "original_correct": bool(resp["correct"][ri]),
+                     "original_correct": bool(resp.frame["correct"][ri]),
                      "text_before": example[(u, "before")], "text_after": example[(u, "after")]})
-    per = pl.DataFrame(rows, schema_overrides={"prompt_id": pl.Int32, "sample_id": pl.Int32, "position": pl.Int32,
-                                               "replacement_id": pl.Int32})
+    return pl.DataFrame(rows, schema_overrides={"prompt_id": pl.Int32, "sample_id": pl.Int32, "position": pl.Int32,
+                                                "replacement_id": pl.Int32})
+
+
+def detail_table(sites: pl.DataFrame, per: pl.DataFrame, tokenizer, m: int, checkpoint: Path) -> pl.DataFrame:
+    """The ``_detail`` table: one row per (kind, group, intervention), the sites joined with their results."""
     detail = sites.join(per, on=[*RESPONSE, "position"], how="left").rename({"token_id": "original_id"})
     detail = detail.with_columns(
         pl.Series("original_token", [tokenizer.decode([i]) for i in detail["original_id"].to_list()], pl.Utf8),
         pl.Series("replacement_token", [tokenizer.decode([i]) for i in detail["replacement_id"].to_list()], pl.Utf8),
-        pl.lit(m, pl.Int32).alias("continuations"), pl.lit(str(ckpt)).alias("checkpoint"))
-    detail = detail.select("kind", "group", "step", *RESPONSE, "position", "rel_position", "length", "entropy",
-                           "w_ppl", "original_id", "original_token", "replacement_id", "replacement_token",
-                           "replacement_prob", "original_logprob", "logprob_gap", "continuations", "acc_before",
-                           "acc_after", (pl.col("acc_after") - pl.col("acc_before")).alias("delta"),
-                           "original_correct", "text_before", "text_after", "checkpoint")
-    summary = summarize(detail, n_boot=cfg.n_boot, seed=cfg.seed)
-    gap = float(per["logprob_gap"].median())
-    if gap > LOGPROB_WARN:
-        print(f"entropy-lens intervene: warning: the stored log-probs of step {step} differ from {ckpt}'s by "
-              f"{gap:.3f} nats (median); is it the checkpoint that sampled this step?", file=sys.stderr)
-    atomic_write_parquet(detail.to_arrow(), detail_out)
-    atomic_write_parquet(summary.to_arrow(), out)
-    empty = [f"{k}/{g}" for k in kinds for g in GROUPS[k]
-             if summary.filter((pl.col("kind") == k) & (pl.col("group") == g)).height == 0]
-    return InterveneResult(out, detail_out, summary, detail, step, ckpt, time.perf_counter() - t0, gap, empty)
+        pl.lit(m, pl.Int32).alias("continuations"), pl.lit(str(checkpoint)).alias("checkpoint"))
+    return detail.select("kind", "group", "step", *RESPONSE, "position", "rel_position", "length", "entropy",
+                         "w_ppl", "original_id", "original_token", "replacement_id", "replacement_token",
+                         "replacement_prob", "original_logprob", "logprob_gap", "continuations", "acc_before",
+                         "acc_after", (pl.col("acc_after") - pl.col("acc_before")).alias("delta"),
+                         "original_correct", "text_before", "text_after", "checkpoint")

@@ -11,10 +11,10 @@ Pipeline::
     (step, batch)         checkpoints (this one and the next)             (atomically, then the manifest)
                           and samples, scores, grades its shard           once all its shards are in
 
-* A shard is one batch of the hf path: jobs ``[b·B, (b+1)·B)`` of the step, with ``B = --batch-size``,
-  sampled with ``batch_seed(seed, step, b)`` and scored in that same batch, by the same functions
-  (:func:`~entropy_lens.capture.sweep.step_tables`, :func:`~entropy_lens.capture.sweep.updates_table`,
-  :func:`~entropy_lens.capture.sweep.build_tables`).  So the rows equal the hf backend's, whichever actor
+* A shard is one batch of the local executor: jobs ``[b·B, (b+1)·B)`` of the step, with ``B =
+  --batch-size``, sampled with ``batch_seed(seed, step, b)`` and scored in that same batch, by the same
+  functions (:func:`~entropy_lens.capture.sweep.step_tables`,
+  :func:`~entropy_lens.capture.tables.updates_table`).  So the rows equal the hf backend's, whichever actor
   ran which shard, in whatever order.
 * ``updates`` (step k's responses teacher-forced under checkpoint k+1) are scored by the same actor right
   after sampling, which is why an actor keeps the next checkpoint loaded too; shards run in (step, batch)
@@ -35,20 +35,12 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, defaultdict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from entropy_lens.capture.sampling import BACKENDS
-from entropy_lens.capture.sweep import (
-    CollectConfig,
-    CollectSummary,
-    _settings,
-    prepare,
-    step_jobs,
-    step_tables,
-    updates_table,
-    vocab_table,
-)
+from entropy_lens.capture.config import CollectConfig
+from entropy_lens.capture.sweep import CollectSummary, make_sampler, prepare, settings, step_tables
+from entropy_lens.capture.tables import step_jobs, updates_table, vocab_table
 from entropy_lens.errors import UserError
 from entropy_lens.store import StoreWriter, partition_path, to_arrow
 
@@ -72,7 +64,7 @@ class Shard:
 
 def plan(store: StoreWriter, checkpoints, n_prompts: int, cfg: CollectConfig) -> list[Shard]:
     """Every shard still to do, in (step, batch) order; resumes exactly like the hf path."""
-    n_batches = -(-len(step_jobs(n_prompts, cfg)) // cfg.batch_size)
+    n_batches = -(-len(step_jobs(n_prompts, cfg.samples_per_prompt)) // cfg.batch_size)
     shards = []
     for i, ckpt in enumerate(checkpoints):
         nxt = checkpoints[i + 1] if i + 1 < len(checkpoints) else None
@@ -106,12 +98,13 @@ def _from_ipc(data: bytes):
 class ShardWorker:
     """Ray Data callable class: holds checkpoints and turns shard rows into Arrow-IPC table rows."""
 
-    def __init__(self, cfg: CollectConfig, eval_set, device: str, dtype, cache: int = 2):
+    def __init__(self, cfg: CollectConfig, sampler: str, eval_set, device: str, dtype, cache: int = 2):
         import torch
 
         from entropy_lens.capture.sampling import SamplingParams
 
         self.cfg, self.eval_set, self.device, self.dtype, self.cache = cfg, eval_set, device, dtype, cache
+        self.sampler = make_sampler(cfg, sampler)
         self.params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p)
         self.models: OrderedDict[str, tuple] = OrderedDict()
         torch.set_grad_enabled(False)
@@ -144,22 +137,24 @@ class ShardWorker:
             n_sampled = n_updates = 0
             frame = None
             if s.sample:
-                t, smp = step_tables(s.step, model, tokenizer, prompt_ids, self.eval_set, BACKENDS.get("hf"),
+                t, smp = step_tables(s.step, model, tokenizer, prompt_ids, self.eval_set, self.sampler,
                                      self.params, self.cfg, batches=range(s.batch, s.batch + 1))
                 tokens, samples = _ipc(to_arrow("tokens", t)), _ipc(to_arrow("samples", smp))
                 n_sampled = len(t["token_id"])
                 if s.updates:
                     frame = pl.DataFrame({k: t[k] for k in ("prompt_id", "sample_id", "position", "token_id")})
             elif s.updates:  # the step is stored but its updates are not: re-score the stored tokens
-                jobs = step_jobs(len(self.eval_set.problems), self.cfg)[s.batch * self.cfg.batch_size:
-                                                                          (s.batch + 1) * self.cfg.batch_size]
+                b = self.cfg.batch_size
+                jobs = step_jobs(len(self.eval_set.problems), self.cfg.samples_per_prompt)
+                jobs = jobs[s.batch * b:(s.batch + 1) * b]
                 keys = pl.DataFrame({"prompt_id": [p for p, _ in jobs], "sample_id": [q for _, q in jobs]},
                                     schema={"prompt_id": pl.Int32, "sample_id": pl.Int32})
                 frame = (pl.read_parquet(partition_path(Path(self.cfg.out), "tokens", s.step))
                          .join(keys, on=["prompt_id", "sample_id"], how="semi"))
             if s.updates:
                 next_model, _, next_prompt_ids = self._load(s.next_ckpt)
-                u = updates_table(frame, s.step, s.next_step, next_model, next_prompt_ids, self.cfg)
+                u = updates_table(frame, s.step, s.next_step, next_model, next_prompt_ids,
+                                  temperature=self.cfg.temperature, batch_size=self.cfg.batch_size)
                 updates, n_updates = _ipc(to_arrow("updates", u)), len(u["position"])
             if s.vocab:
                 vocab = _ipc(to_arrow("vocab", vocab_table(tokenizer, model)))
@@ -180,28 +175,26 @@ def _user_error(e: BaseException) -> UserError | None:
     return None
 
 
-def run_sweep(cfg: CollectConfig) -> CollectSummary:
-    """The sweep of :func:`~entropy_lens.capture.sweep.collect` as a Ray Data pipeline (module docstring)."""
+def run_sweep(cfg: CollectConfig, sampler: str) -> CollectSummary:
+    """The ``ray`` executor: the sweep of :func:`~entropy_lens.capture.sweep.run_local` as a Ray Data
+    pipeline whose actors sample with ``sampler`` (module docstring)."""
     try:
         import ray
         import ray.data
     except ImportError:
         raise UserError(INSTALL_HINT) from None
-    import pyarrow as pa
 
     if cfg.workers < 1:
         raise UserError(f"--workers {cfg.workers}: must be at least 1")
     checkpoints, eval_set, _, device, dtype = prepare(cfg)
-    # The rows are the hf backend's, so the store says so: hf and ray runs resume each other.
-    settings = _settings(replace(cfg, backend="hf"), eval_set)
     t0 = time.perf_counter()
-    written, sampled, scored = [], 0, 0
-    with StoreWriter(cfg.out, kind="sweep", settings=settings) as store:
+    progress = _Progress()
+    with StoreWriter(cfg.out, kind="sweep", settings=settings(cfg, eval_set, sampler)) as store:
         store.update_info(checkpoints={str(c.step): str(c.path) for c in checkpoints}, device=device,
                           executor=f"ray ({cfg.workers} workers)")
         shards = plan(store, checkpoints, len(eval_set.problems), cfg)
         todo = {s.step for s in shards}
-        skipped = [c.step for c in checkpoints if c.step not in todo]
+        progress.skipped = [c.step for c in checkpoints if c.step not in todo]
         if shards:
             started = not ray.is_initialized()
             if started:
@@ -209,37 +202,12 @@ def run_sweep(cfg: CollectConfig) -> CollectSummary:
             try:
                 resources = {"num_gpus": 1} if device.startswith("cuda") else {"num_cpus": 1}
                 ds = ray.data.from_items([asdict(s) for s in shards], override_num_blocks=len(shards)).map_batches(
-                    ShardWorker, fn_constructor_kwargs=dict(cfg=cfg, eval_set=eval_set, device=device, dtype=dtype),
+                    ShardWorker, fn_constructor_kwargs=dict(cfg=cfg, sampler=sampler, eval_set=eval_set,
+                                                            device=device, dtype=dtype),
                     batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(shards))),
                     **resources)
-                expected = defaultdict(int)
-                for s in shards:
-                    expected[s.step] += 1
-                flags = {s.step: (s.sample, s.updates) for s in shards}
-                pending: dict[int, dict[int, dict]] = defaultdict(dict)
                 try:
-                    for row in ds.iter_rows():
-                        if row["vocab"]:
-                            store.write_table("vocab", _from_ipc(row["vocab"]))
-                        step = int(row["step"])
-                        pending[step][int(row["batch"])] = row
-                        if len(pending[step]) < expected[step]:
-                            continue
-                        got = pending.pop(step)
-                        parts = [got[b] for b in sorted(got)]
-                        sample, updates = flags[step]
-                        tables = {}
-                        for name, wanted in (("tokens", sample), ("samples", sample), ("updates", updates)):
-                            if wanted:
-                                tables[name] = pa.concat_tables([_from_ipc(p[name]) for p in parts]).combine_chunks()
-                        store.write_step(step, **tables)
-                        n_s = sum(int(p["n_sampled"]) for p in parts)
-                        sampled += n_s
-                        scored += n_s + sum(int(p["n_updates"]) for p in parts)
-                        if sample:
-                            written.append(step)
-                        else:
-                            skipped.append(step)
+                    write_steps(store, ds.iter_rows(), shards, progress)
                 except Exception as e:
                     user = _user_error(e)
                     if user is not None:
@@ -248,18 +216,43 @@ def run_sweep(cfg: CollectConfig) -> CollectSummary:
             finally:
                 if started:
                     ray.shutdown()
-    return CollectSummary(Path(cfg.out), sorted(written), sorted(skipped), sampled, scored,
-                          time.perf_counter() - t0)
+    return CollectSummary(Path(cfg.out), sorted(progress.written), sorted(progress.skipped), progress.sampled,
+                          progress.scored, time.perf_counter() - t0)
 
 
-class RayExecutor:
-    """Registered as backend ``ray``: not a sampler but a whole executor (``collect`` defers to it)."""
-
-    run_sweep = staticmethod(run_sweep)
-
-    def __call__(self, *args, **kwargs):
-        raise UserError("the ray backend runs whole sweeps (entropy-lens collect --backend ray); it is not a "
-                        "per-batch sampler")
+@dataclass
+class _Progress:
+    written: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    sampled: int = 0
+    scored: int = 0
 
 
-BACKENDS.register("ray")(RayExecutor())
+def write_steps(store: StoreWriter, rows, shards: list[Shard], progress: _Progress) -> None:
+    """Write each step's partitions as soon as the last of its shards' rows has arrived (in any order)."""
+    import pyarrow as pa
+
+    expected = defaultdict(int)
+    for s in shards:
+        expected[s.step] += 1
+    flags = {s.step: (s.sample, s.updates) for s in shards}
+    pending: dict[int, dict[int, dict]] = defaultdict(dict)
+    for row in rows:
+        if row["vocab"]:
+            store.write_table("vocab", _from_ipc(row["vocab"]))
+        step = int(row["step"])
+        pending[step][int(row["batch"])] = row
+        if len(pending[step]) < expected[step]:
+            continue
+        got = pending.pop(step)
+        parts = [got[b] for b in sorted(got)]
+        sample, updates = flags[step]
+        tables = {}
+        for name, wanted in (("tokens", sample), ("samples", sample), ("updates", updates)):
+            if wanted:
+                tables[name] = pa.concat_tables([_from_ipc(p[name]) for p in parts]).combine_chunks()
+        store.write_step(step, **tables)
+        n_s = sum(int(p["n_sampled"]) for p in parts)
+        progress.sampled += n_s
+        progress.scored += n_s + sum(int(p["n_updates"]) for p in parts)
+        (progress.written if sample else progress.skipped).append(step)

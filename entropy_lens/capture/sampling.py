@@ -1,37 +1,46 @@
-"""Sampling backends: prompts in, sampled response token ids out.
+"""Sampling: prompts in, sampled response token ids out; the ``hf`` sampler, seeds and padding.
 
-A backend is a registered function ``sample(model, tokenizer, prompt_ids, params) -> list[Response]``.
-The scores of the sampled tokens are never taken from the sampler: every backend's output is scored by the
-same teacher-forced pass (:mod:`entropy_lens.capture.scoring`), because exact full-vocabulary entropy needs
-the whole distribution, which engines such as vLLM do not return.
+A sampler is registered by name in :data:`entropy_lens.capture.backends.SAMPLERS` (protocol there).  The
+scores of the sampled tokens are never taken from the sampler: every sampler's output is scored by the same
+teacher-forced pass (:mod:`entropy_lens.capture.scoring`), because exact full-vocabulary entropy needs the
+whole distribution, which engines such as vLLM do not return.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+import sys
+from typing import Literal, Sequence
 
 import torch
+from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from entropy_lens.registry import Registry
+from entropy_lens.capture.backends import EngineOptions, Response, SamplingParams
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    max_new_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 1.0
+def batch_seed(seed: int, step: int, batch: int) -> int:
+    """Randomness of one sampling batch depends on (seed, step, batch) only, never on what ran before."""
+    return (seed * 1_000_003 + step * 10_007 + batch) % (2**63)
 
 
-@dataclass(frozen=True)
-class Response:
-    token_ids: list[int]  # the sampled tokens, up to and including EOS when one was sampled
-    truncated: bool  # max_new_tokens reached with no EOS
+def pad_sequences(seqs: Sequence[Sequence[int]], pad: int, side: Literal["left", "right"]) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id sequences → ``(ids, mask)``, both ``[len(seqs), max length]`` int64: ``pad`` fills the
+    ``side`` end of each row and ``mask`` is 1 on the real tokens.
 
-
-Sampler = Callable[..., list[Response]]
-BACKENDS: Registry[Sampler] = Registry("sampling backend")
+    Left padding lines the prompts up at their end, where ``generate`` appends; right padding keeps each
+    sequence at positions 0.., so causal attention at a real token never reaches a pad.
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', not {side!r}")
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        lo = width - len(s) if side == "left" else 0
+        ids[i, lo: lo + len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, lo: lo + len(s)] = 1
+    return ids, mask
 
 
 def encode_prompt(tokenizer, prompt: str, *, chat_template: bool = True) -> list[int]:
@@ -59,7 +68,6 @@ def eos_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-@BACKENDS.register("hf")
 @torch.no_grad()
 def sample_hf(model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
               *, seed: int) -> list[Response]:
@@ -70,13 +78,9 @@ def sample_hf(model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: Sam
     call: the same prompts, params and seed give the same tokens.
     """
     device = next(model.parameters()).device
-    width = max(len(p) for p in prompt_ids)
     pad = tokenizer.pad_token_id
-    input_ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-    for i, p in enumerate(prompt_ids):
-        input_ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
+    input_ids, mask = pad_sequences(prompt_ids, pad, "left")
+    width = input_ids.shape[1]
     eos = eos_token_ids(model, tokenizer)
     # top_k=0 turns off transformers' default top-k of 50 when sampling; greedy decoding takes no sampling
     # flags at all (transformers warns about any it is given).
@@ -90,3 +94,19 @@ def sample_hf(model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: Sam
     out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=gen)
     new = out[:, width:].tolist()
     return [cut_at_eos(row, eos, params.max_new_tokens) for row in new]
+
+
+class HfSampler:
+    """Sampler ``hf``: :func:`sample_hf` on each batch of ``batch_size`` prompts, with that batch's seed."""
+
+    def __init__(self, options: EngineOptions = EngineOptions()):
+        pass  # transformers' generate runs on the loaded model: no engine to set up
+
+    def __call__(self, model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
+                 batch_seeds: Sequence[int], batch_size: int) -> list[Response]:
+        starts = range(0, len(prompt_ids), batch_size)
+        responses: list[Response] = []
+        for b, lo in enumerate(tqdm(starts, desc="sample", unit="batch", leave=False, file=sys.stderr,
+                                    disable=True if len(starts) < 2 else None)):
+            responses += sample_hf(model, tokenizer, prompt_ids[lo:lo + batch_size], params, seed=batch_seeds[b])
+        return responses

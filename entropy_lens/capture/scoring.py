@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from entropy_lens.capture.sampling import pad_sequences
 from entropy_lens.ops import token_stats_from_hidden, token_stats_from_logits
 
 
@@ -44,13 +45,7 @@ def forward_at(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequ
     """
     device = next(model.parameters()).device
     pad = getattr(model.config, "pad_token_id", None) or 0
-    seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):  # right padding: causal attention never looks at the pads
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
+    ids, mask = pad_sequences([list(p) + list(r) for p, r in zip(prompts, responses)], pad, "right")
     rows = torch.tensor([i for i, ts in enumerate(positions) for _ in ts], dtype=torch.long, device=device)
     cols = torch.tensor([len(p) - 1 + t for p, ts in zip(prompts, positions) for t in ts], dtype=torch.long,
                         device=device)

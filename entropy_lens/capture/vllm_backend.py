@@ -1,11 +1,11 @@
-"""The ``vllm`` sampling backend: vLLM's ``LLM.generate`` samples, the torch pass scores (``--backend vllm``).
+"""The ``vllm`` sampler: vLLM's ``LLM.generate`` samples, the torch pass scores (``--backend vllm``).
 
 vLLM is only the sampler.  Every response is still scored by :func:`entropy_lens.capture.scoring.score`
 (hidden states + lm_head in vocabulary chunks), because vLLM returns at most top-k log-probs and no entropy
-(ANCHORS §A8).  Install with ``pip install 'entropy-lens[vllm]'``; ``vllm`` is imported only when the
+(vLLM's ``SamplingParams.logprobs`` returns the top-k, capped at 20 by default).  Install with ``pip install 'entropy-lens[vllm]'``; ``vllm`` is imported only when the
 backend runs, so the rest of the toolkit never needs it.
 
-Engine lifetime (the sweep calls :meth:`VllmSampler.sample_step` once per checkpoint):
+Engine lifetime (the sweep calls the sampler once per checkpoint, with every job of the step):
 
 1. the HF model that the sweep loaded for scoring is moved to the CPU (if it is on a GPU) and the CUDA
    cache emptied, so the engine's ``gpu_memory_utilization`` budget sees a free device;
@@ -29,20 +29,6 @@ Stopping.  ``stop_token_ids`` = the EOS ids the hf backend uses; the returned ``
 :func:`~entropy_lens.capture.sampling.cut_at_eos`, so a response ends with its EOS exactly as with ``hf``.
 Should a vLLM version leave the stop token out of ``token_ids`` (``finish_reason == "stop"`` with
 ``stop_reason`` = the token id), it is appended back.
-
-What was and was not exercised (written on a machine without a GPU, where vLLM cannot be installed):
-
-* exercised on CPU (tests/capture/test_vllm_backend.py): the adapter against a fake ``vllm`` module whose
-  ``LLM``, ``SamplingParams``, ``RequestOutput`` and ``CompletionOutput`` have the shapes of vLLM's
-  documented API — request construction (token-id prompts, one SamplingParams per request, seeds, stop
-  ids, max_model_len), the engine built once per checkpoint and shut down before scoring, the HF model
-  off the device while the engine lives, output mapping (EOS kept, ``length`` → truncated), the whole
-  ``collect`` sweep writing a valid store with exact teacher-forced scores, and the "install
-  entropy-lens[vllm]" error when vllm is missing;
-* NOT exercised: a real vLLM engine — argument names against the installed vLLM version, that shutdown
-  really returns the GPU memory (``engine_core.shutdown`` + ``destroy_model_parallel``), per-request
-  seed determinism and throughput.  ``test_real_vllm_sweep`` (marked ``gpu``, skipped unless vllm
-  imports) runs the real thing on a GPU machine.
 """
 
 from __future__ import annotations
@@ -50,7 +36,8 @@ from __future__ import annotations
 import gc
 from typing import Sequence
 
-from entropy_lens.capture.sampling import BACKENDS, Response, SamplingParams, cut_at_eos, eos_token_ids
+from entropy_lens.capture.backends import EngineOptions
+from entropy_lens.capture.sampling import Response, SamplingParams, cut_at_eos, eos_token_ids
 from entropy_lens.errors import UserError
 
 INSTALL_HINT = ("--backend vllm needs vLLM, which is not installed; install it with "
@@ -105,22 +92,25 @@ def _empty_cuda_cache() -> None:
 
 
 class VllmSampler:
-    """Whole-step sampler for the sweep (see the module docstring); registered as backend ``vllm``."""
+    """Sampler ``vllm`` (see the module docstring): one engine per call, every request at once."""
 
-    def sample_step(self, model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
-                    batch_seeds: Sequence[int], batch_size: int, cfg) -> list[Response]:
+    def __init__(self, options: EngineOptions = EngineOptions()):
+        self.vllm = import_vllm()  # a missing vllm is reported before any store is written
+        self.options = options
+
+    def __call__(self, model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
+                 batch_seeds: Sequence[int], batch_size: int) -> list[Response]:
         """Responses to ``prompt_ids`` (one per job, in order); job i is slot ``i % batch_size`` of batch
         ``i // batch_size``, seeded from ``batch_seeds``.  ``model`` is the HF model of the checkpoint."""
-        import torch
-
-        vllm = import_vllm()
+        vllm = self.vllm
         path = getattr(model, "name_or_path", None)
         if not path:
             raise UserError("--backend vllm: the model does not say which folder it was loaded from "
                             "(model.name_or_path); load it with from_pretrained")
         eos = eos_token_ids(model, tokenizer)
         requests = [vllm.SamplingParams(n=1, temperature=params.temperature, top_p=params.top_p,
-                                        max_tokens=params.max_new_tokens, seed=request_seed(batch_seeds[i // batch_size], i % batch_size),
+                                        max_tokens=params.max_new_tokens,
+                                        seed=request_seed(batch_seeds[i // batch_size], i % batch_size),
                                         stop_token_ids=sorted(eos), detokenize=False)
                     for i in range(len(prompt_ids))]
         prompts = [{"prompt_token_ids": list(p)} for p in prompt_ids]
@@ -131,8 +121,8 @@ class VllmSampler:
             _empty_cuda_cache()
         llm = None
         try:
-            llm = vllm.LLM(model=str(path), tensor_parallel_size=cfg.tensor_parallel_size,
-                           gpu_memory_utilization=cfg.gpu_memory_utilization, seed=cfg.seed,
+            llm = vllm.LLM(model=str(path), tensor_parallel_size=self.options.tensor_parallel_size,
+                           gpu_memory_utilization=self.options.gpu_memory_utilization, seed=self.options.seed,
                            dtype=str(dtype).removeprefix("torch."), skip_tokenizer_init=True,
                            generation_config="vllm",
                            max_model_len=max(len(p) for p in prompt_ids) + params.max_new_tokens)
@@ -151,5 +141,3 @@ class VllmSampler:
             out.append(to_response(completion, eos, params.max_new_tokens))
         return out
 
-
-BACKENDS.register("vllm")(VllmSampler())

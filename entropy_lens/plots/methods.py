@@ -1,22 +1,38 @@
 """Method-comparison figures: Fig. R (accuracy vs step, raw thin + EMA bold), entropy curves of the methods,
-response-length comparison (PAPER §3)."""
+response-length comparison (paper-notes §3)."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from entropy_lens.analysis.stages import ema
 from entropy_lens.plots.style import ENTROPY_LABEL, PALETTE, STEP_LABEL, as_frame, lens_style, mark_boundary, new_figure
+
+def ema(values, alpha: float = 0.1) -> np.ndarray:
+    """Exponential moving average ``s_t = α·y_t + (1 − α)·s_{t−1}``, NaNs skipped (they repeat the last value):
+    display smoothing for the bold lines of Fig. R, never used to find a stage boundary (its lag would move it)."""
+    y = np.asarray(values, dtype=float)
+    out = np.empty_like(y)
+    acc = np.nan
+    for i, v in enumerate(y):
+        if np.isnan(v):
+            out[i] = acc
+            continue
+        acc = v if np.isnan(acc) else alpha * v + (1 - alpha) * acc
+        out[i] = acc
+    return out
+
 
 YLABELS = {"accuracy": "accuracy (fraction correct)", "eval_accuracy": "accuracy (fraction correct)",
            "entropy": ENTROPY_LABEL, "response_length": "response length (tokens)"}
 
 
 def plot_method_curves(table, metrics=("accuracy", "entropy"), run_col: str = "run", alpha: float = 0.2,
-                       boundary=None):
+                       boundary: int | None = None):
     """Several runs on shared axes, one panel per metric: raw values thin and faint, EMA(α) bold.
 
-    ``table``: long format with ``run_col`` (e.g. "GRPO", "GRPO+PPL"), ``step`` and the ``metrics`` columns.
+    ``table``: long format with ``run_col`` (e.g. "GRPO", "GRPO+PPL"), ``step`` and the ``metrics`` columns;
+    ``boundary``: the first plateau step, marked in every panel.
     """
     df = as_frame(table).sort(run_col, "step")
     runs = df[run_col].unique(maintain_order=True).to_list()

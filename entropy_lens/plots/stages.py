@@ -1,4 +1,4 @@
-"""Stage-level figures: Fig. 1 and the rising-stage panels of Fig. 2 (PAPER §2.1 A–C, §3)."""
+"""Stage-level figures: Fig. 1 and the rising-stage panels of Fig. 2 (paper-notes §2.1 A–C, §3)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from entropy_lens.plots.style import (
 ACCURACY_LABELS = {"accuracy": "accuracy (training batch)", "eval_accuracy": "accuracy (held-out)"}
 
 
-def plot_entropy_accuracy(curves, boundary=None, accuracy_cols=None, title: str | None = None):
-    """Fig. 1: policy entropy (left axis, nats) and accuracy (right axis) vs step, red line at the boundary.
+def plot_entropy_accuracy(curves, boundary: int | None = None, accuracy_cols=None, title: str | None = None):
+    """Fig. 1: policy entropy (left axis, nats) and accuracy (right axis) vs step, red line at the boundary
+    (``boundary``: the first plateau step).
 
     ``curves`` is :func:`entropy_lens.analysis.stages.step_curves` output, optionally with more accuracy
     columns (one per benchmark: pass their names in ``accuracy_cols``; default: ``accuracy`` and
@@ -53,7 +54,7 @@ def plot_entropy_accuracy(curves, boundary=None, accuracy_cols=None, title: str 
     return fig
 
 
-def plot_polarity_entropy(table, boundary=None, value: str = "entropy_token_mean"):
+def plot_polarity_entropy(table, boundary: int | None = None, value: str = "entropy_token_mean"):
     """Fig. 2c: mean entropy of positive vs negative samples vs step (``polarity_entropy`` output)."""
     df = as_frame(table).sort("step")
     with lens_style():
@@ -91,7 +92,7 @@ def plot_token_shift(top, n: int = 15):
     return fig
 
 
-def plot_defect_proportions(table, boundary=None, show_any: bool = False):
+def plot_defect_proportions(table, boundary: int | None = None, show_any: bool = False):
     """Fig. 2d: share of defective responses per category vs step (``defect_proportions`` output)."""
     df = as_frame(table).sort("step")
     with lens_style():

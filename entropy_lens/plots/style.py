@@ -53,11 +53,11 @@ def new_figure(nrows: int = 1, ncols: int = 1, width: float = 4.2, height: float
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kw)
 
 
-def mark_boundary(ax, boundary, label: bool = True) -> None:
-    """Red vertical line at the rising → plateau transition (an int or a ``StageBoundary``); no-op for None."""
-    if boundary is None:
+def mark_boundary(ax, step: int | None, label: bool = True) -> None:
+    """Red vertical line at the rising → plateau transition, ``step`` = the first plateau step; no-op for None."""
+    if step is None:
         return
-    step = int(getattr(boundary, "step", boundary))
+    step = int(step)
     ax.axvline(step, color=BOUNDARY_COLOR, linewidth=1.2, linestyle="-", zorder=5,
                label=f"stage boundary (step {step})" if label else None)
 

@@ -6,51 +6,22 @@ A task is registered by name in :data:`TASKS`.  ``load_eval_set(spec)`` turns wh
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable
 
 from entropy_lens.errors import UserError
 from entropy_lens.registry import Registry
+from entropy_lens.tasks.base import EvalSet, Problem, Verdict, Verifier, fingerprint
 
-
-@dataclass(frozen=True)
-class Problem:
-    prompt_id: int
-    prompt: str
-    answer: str  # the reference ("gold") answer
-
-
-@dataclass(frozen=True)
-class Verdict:
-    answer: str | None  # the parsed final answer, None when the response has none
-    format_ok: bool  # exactly one parsable final answer in the expected format
-    correct: bool
-    reward: float  # +1 correct, −1 otherwise (PAPER.md §1.1)
-
-
-class Verifier(Protocol):
-    def __call__(self, response: str, gold: str) -> Verdict: ...
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    name: str
-    problems: Sequence[Problem]
-    verify: Verifier
-    fingerprint: str  # sha256 of the problems, recorded in the store's manifest
-
-
-def fingerprint(problems: Sequence[Problem]) -> str:
-    h = hashlib.sha256()
-    for p in problems:
-        h.update(json.dumps([p.prompt_id, p.prompt, p.answer]).encode())
-    return h.hexdigest()[:16]
+__all__ = ["TASKS", "EvalSet", "Problem", "Verdict", "Verifier", "fingerprint", "load_eval_set", "read_problems"]
 
 
 TASKS: Registry[Callable[[], EvalSet]] = Registry("task")
+# The built-in tasks, imported on first use: listing or checking a task name imports no task module.
+TASKS.register_lazy("arith", "entropy_lens.tasks.arith:arith_eval_set")
+TASKS.register_lazy("arith-long", "entropy_lens.tasks.arith:arith_long_eval_set")
+TASKS.register_lazy("arith-wide", "entropy_lens.tasks.arith:arith_wide_eval_set")
 
 
 def load_eval_set(spec: str, *, prompt_field: str = "prompt", answer_field: str = "answer") -> EvalSet:
@@ -58,8 +29,6 @@ def load_eval_set(spec: str, *, prompt_field: str = "prompt", answer_field: str 
 
     File problems are graded with Math-Verify (:mod:`entropy_lens.tasks.math`).
     """
-    import entropy_lens.tasks.arith  # noqa: F401  (registers the built-in tasks)
-
     path = Path(spec)
     if spec in TASKS:
         return TASKS.get(spec)()

@@ -7,7 +7,7 @@ line and ends with a final-answer marker::
     response: "12+7=19\\n19-5=14\\nA: 14"
 
 The reward parses the final answer (``A: <int>``) and compares it exactly with the reference: +1 if equal,
-−1 otherwise.  Defects are possible and detectable, as in PAPER.md §2.1 C: a response with no marker or
+−1 otherwise.  Defects are possible and detectable, as in paper-notes §2.1 C: a response with no marker or
 with two markers is a *format violation* (``format_ok`` false); filler words are *irrelevant content*; a
 few CJK characters are in the vocabulary so that *language mixing* can happen too.  :func:`sft_target`
 plants all of these, plus arithmetic slips, in the warm-up data so that RL has something to remove.
@@ -19,7 +19,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from entropy_lens.tasks import TASKS, EvalSet, Problem, Verdict, fingerprint
+from entropy_lens.tasks.base import EvalSet, Problem, Verdict, fingerprint
 
 ANSWER_MARKER = "A: "
 _ANSWER_RE = re.compile(r"A:\s*(-?\d+)")
@@ -159,14 +159,12 @@ WIDE_TASK = ArithTask(max_operand=40)
 WIDE_EVAL_SEED = 5321
 
 
-@TASKS.register("arith")
 def arith_eval_set(n: int = 64) -> EvalSet:
     """The embedded default's held-out eval set: 64 problems of 2–3 operations."""
     problems = DEFAULT_TASK.problems(n, seed=EVAL_SEED)
     return EvalSet(name="arith", problems=problems, verify=verify, fingerprint=fingerprint(problems))
 
 
-@TASKS.register("arith-long")
 def arith_long_eval_set(n: int = 64) -> EvalSet:
     """Held-out out-of-domain eval set (Table 1): 64 problems of exactly 4 operations, a longer chain than
     training's 2–3, with its own seed."""
@@ -174,7 +172,6 @@ def arith_long_eval_set(n: int = 64) -> EvalSet:
     return EvalSet(name="arith-long", problems=problems, verify=verify, fingerprint=fingerprint(problems))
 
 
-@TASKS.register("arith-wide")
 def arith_wide_eval_set(n: int = 64) -> EvalSet:
     """Held-out out-of-domain eval set (Table 1): 64 problems of 2–3 operations with operands up to 40,
     twice training's range, with its own seed."""

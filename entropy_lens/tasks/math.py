@@ -1,4 +1,4 @@
-r"""Math answers graded with Math-Verify: the reward of PAPER.md §1.1.
+r"""Math answers graded with Math-Verify: the reward of paper-notes §1.1.
 
 The final answer of a response is the content of its **last** ``\boxed{...}`` (or ``\fbox{...}``); it is
 checked against the reference answer with HuggingFace Math-Verify, the reference wrapped as
@@ -38,7 +38,7 @@ import time
 from itertools import product
 from pathlib import Path
 
-from entropy_lens.tasks import Verdict
+from entropy_lens.tasks.base import Verdict
 
 PARSE_TIMEOUT_S = 3  # Math-Verify's parsing_timeout, per parse (signal.alarm: whole seconds)
 COMPARE_TIMEOUT_S = 3  # Math-Verify's timeout_seconds, per (gold, answer) candidate pair

@@ -1,17 +1,16 @@
-"""``entropy-lens train`` (discovered by :mod:`entropy_lens.cli` through ``SUBCOMMANDS``)."""
+"""``entropy-lens train``: the embedded trainer as a subcommand (listed in :mod:`entropy_lens.cli`)."""
 
 from __future__ import annotations
 
+from entropy_lens.command import Command
 from entropy_lens.train.config import TrainConfig
 
 
-def _train(cfg: TrainConfig) -> None:
+def run_train(cfg: TrainConfig) -> None:
     from entropy_lens.train.grpo import train
 
     print(train(cfg))
 
 
-SUBCOMMANDS = [
-    ("train", "SFT warm-up + GRPO/DAPO on the tiny default (or --from a checkpoint), with advantage shaping",
-     TrainConfig, _train),
-]
+TRAIN = Command("train", "SFT warm-up + GRPO/DAPO on the tiny default (or --from a checkpoint), with advantage "
+                "shaping", TrainConfig, run_train)

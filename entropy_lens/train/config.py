@@ -1,10 +1,26 @@
-"""``TrainConfig``: every setting of ``entropy-lens train`` (the CLI flags are generated from these fields)."""
+"""``TrainConfig``: every setting of ``entropy-lens train`` (the CLI flags are generated from these fields).
+
+Torch-free, so that building the CLI parser imports no torch.  Why the defaults are what they are (batch,
+learning rate, threads) is told in the docstring of :mod:`entropy_lens.train.grpo`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from entropy_lens.train.shaping import ShapingConfig
+
+@dataclass
+class ShapingConfig:
+    """Hyper-parameters of the registered shapers (paper-notes §5.2 defaults)."""
+
+    ppl_alpha: float = field(default=0.01, metadata={"help": "α of the ppl / ppl-high shapers (paper: 0.01)."})
+    ppl_min: float = field(default=0.8, metadata={"help": "Lower clamp of the ppl weight."})
+    ppl_max: float = field(default=1.2, metadata={"help": "Upper clamp of the ppl weight."})
+    position_alpha: float = field(default=0.1, metadata={"help": "α of the position bonus (paper: 0.1)."})
+    position_k: float = field(default=15.0, metadata={"help": "Sigmoid steepness k of the position bonus."})
+    position_cap: float = field(default=0.5, metadata={"help": "The bonus is at most this fraction of |A|."})
+    entropy_top_ratio: float = field(default=0.2, metadata={"help": "ρ of entropy-top: share of the batch's "
+                                                                     "tokens (highest entropy) that keep a gradient."})
 
 
 @dataclass
@@ -12,9 +28,8 @@ class _RunFields:
     out: str = field(default="data/runs/demo", metadata={"help": "Run folder: a store (steps.parquet, tokens/, "
                                                                   "samples/) plus checkpoints/step_N/. An existing "
                                                                   "run resumes from its latest checkpoint."})
-    shaping: str = field(default="none", metadata={"help": "Advantage shaper (entropy-lens ls lists them): none, "
-                                                            "ppl, ppl-high, position, position-begin, entropy-top, "
-                                                            "positive-only, negative-only."})
+    shaping: str = field(default="none", metadata={"help": "Advantage shaper, a registered name (`entropy-lens ls` "
+                                                            "lists them); none is plain GRPO."})
     window: str | None = field(default=None, metadata={
         "help": "Steps START:STOP (STOP exclusive, either may be empty) on which the shaper is active; "
                 "default: every step, or, with --from, the branch step onwards for 100 steps.",
@@ -23,15 +38,11 @@ class _RunFields:
         "help": "Branch from this checkpoint (an HF model folder, e.g. RUN/checkpoints/step_120): skips the SFT "
                 "warm-up and numbers steps on from the checkpoint's step.", "aliases": ["--from"],
         "metavar": "CHECKPOINT"})
-    steps: int = field(default=90, metadata={"help": "RL steps to run (from step 0, or from the --from step); the "
-                                                     "default shows the rising stage (to about step 35) and a "
-                                                     "plateau, and keeps `make figures` within 20 minutes."})
+    steps: int = field(default=90, metadata={"help": "RL steps to run (from step 0, or from the --from step)."})
     seed: int = field(default=0, metadata={"help": "Random seed: the same command twice gives the same run."})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when available)."})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch; 0 = $OMP_NUM_THREADS if set, else "
-                                                       "every core. A run alone on 2 cores is 1.5-1.7x faster with "
-                                                       "2 threads; runs side by side should take 1 each (make "
-                                                       "figures does), since contended threads are 5x slower."})
+                                                       "every core. Runs side by side should take 1 each."})
     # --- SFT warm-up (the embedded default only)
     sft_steps: int = field(default=1200, metadata={"help": "SFT warm-up steps on noisy targets (arith.sft_target)."})
     sft_batch_size: int = field(default=32, metadata={"help": "Sequences per SFT step."})
@@ -39,8 +50,7 @@ class _RunFields:
     sft_slip: float = field(default=0.3, metadata={"help": "Per-line chance of an off-by-one slip in SFT targets."})
     # --- rollouts
     prompts_per_step: int = field(default=32, metadata={"help": "Prompt groups per training batch (kept after "
-                                                                 "dynamic sampling). With 16 the tiny model's "
-                                                                 "updates were too noisy: greedy accuracy fell."})
+                                                                 "dynamic sampling)."})
     group_size: int = field(default=8, metadata={"help": "Responses sampled per prompt (G)."})
     gen_oversample: float = field(default=1.25, metadata={"help": "Dynamic sampling: the first round samples this "
                                                                    "many times prompts_per_step prompts."})
@@ -53,9 +63,7 @@ class _RunFields:
     overlong_factor: float = field(default=1.0, metadata={"help": "DAPO overlong penalty factor φ."})
     temperature: float = field(default=1.0, metadata={"help": "Rollout temperature (entropy is measured at it)."})
     # --- update
-    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (constant after warm-up). Measured on "
-                                                       "the default batch: 5e-4 halved greedy accuracy in 20 steps; "
-                                                       "5e-5 (16 prompts, 2 mini-batches) crept up with no plateau."})
+    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (constant after warm-up)."})
     warmup_steps: int = field(default=10, metadata={"help": "Linear learning-rate warm-up, in optimizer steps."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
     grad_clip: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})

@@ -12,7 +12,7 @@ import torch
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Σ x·mask / Σ mask (token-level mean, PAPER §1.1); 0 when the mask is empty."""
+    """Σ x·mask / Σ mask (token-level mean, paper-notes §1.1); 0 when the mask is empty."""
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -62,7 +62,7 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, factor: f
 
 
 def standardized_logppl(logppl: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """Group-standardised log-perplexity ``w_ppl`` [B] (PAPER §1.4, ``core_algos.calculate_ppl``).
+    """Group-standardised log-perplexity ``w_ppl`` [B] (paper-notes §1.4, ``core_algos.calculate_ppl``).
 
     Per group: Q1, Q3 = ``torch.quantile`` 0.25 / 0.75 (linear); inliers lie in [Q1 − 1.5·IQR, Q3 + 1.5·IQR];
     μ, σ = mean and population std of the inliers (all values when there are none; σ ≤ 1e-6 → 1);
@@ -87,7 +87,7 @@ def standardized_logppl(logppl: torch.Tensor, group_ids: torch.Tensor) -> torch.
 
 
 def relative_position(mask: torch.Tensor) -> torch.Tensor:
-    """r_{i,t} = (cumsum(mask) − 1) / Σ_t mask ∈ [0, 1) on valid tokens (PAPER §1.5), mask [B, T] → [B, T]."""
+    """r_{i,t} = (cumsum(mask) − 1) / Σ_t mask ∈ [0, 1) on valid tokens (paper-notes §1.5), mask [B, T] → [B, T]."""
     m = mask.double()
     return ((m.cumsum(-1) - 1).clamp(min=0) / m.sum(-1, keepdim=True).clamp(min=1) * m).to(torch.float32)
 

@@ -1,9 +1,9 @@
 """``entropy-lens train``: a minimal GRPO trainer with DAPO's tricks, in one file.
 
     entropy-lens train --out data/runs/demo                          # tiny default, 2 CPU cores, ~6 minutes
-    entropy-lens train --out data/runs/ppl --shaping ppl             # GRPO+PPL (PAPER §4.1)
+    entropy-lens train --out data/runs/ppl --shaping ppl             # GRPO+PPL (paper-notes §4.1)
     entropy-lens train --out data/runs/pos --shaping position \\
-        --from data/runs/demo/checkpoints/step_30 --steps 60         # GRPO+POSITION, branched (PAPER §4.2)
+        --from data/runs/demo/checkpoints/step_30 --steps 60         # GRPO+POSITION, branched (paper-notes §4.2)
     entropy-lens train --out RUN --from /path/to/hf_model --device cuda   # any HF causal LM, on a GPU
 
 What one run does (the embedded default):
@@ -25,7 +25,7 @@ What one run does (the embedded default):
    d. one row of ``steps.parquet``; every ``eval_every`` steps the held-out ``arith`` accuracy at T = 1;
       every ``save_every`` steps a checkpoint (model + tokenizer, HF format).
 
-Simplifications relative to verl and the paper (PAPER §5.2):
+Simplifications relative to verl and the paper (paper-notes §5.2):
 
 * one process, one device, no FSDP/vLLM: rollouts use HF ``generate`` (``capture.sampling.sample_hf``);
 * batch 32 prompts × 8 samples, one on-policy mini-batch, lr 2e-4 (paper: 512 × 8, 16 mini-batches, lr
@@ -64,12 +64,13 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from entropy_lens.capture.sampling import SamplingParams, encode_prompt, sample_hf
+from entropy_lens.capture.config import SamplingRecord
+from entropy_lens.capture.sampling import SamplingParams, batch_seed, encode_prompt, pad_sequences, sample_hf
 from entropy_lens.capture.scoring import score
-from entropy_lens.capture.sweep import batch_seed, build_tables, resolve_device, vocab_table
+from entropy_lens.capture.tables import layout_tables, verifier_columns, vocab_table
 from entropy_lens.checkpoints import step_of
 from entropy_lens.errors import UserError
-from entropy_lens.models import build_char_tokenizer, build_tiny_model, load_checkpoint, save_checkpoint
+from entropy_lens.models import build_char_tokenizer, build_tiny_model, load_checkpoint, resolve_device, save_checkpoint
 from entropy_lens.store import StoreWriter
 from entropy_lens.tasks import EvalSet, Problem, load_eval_set
 from entropy_lens.tasks.arith import ALPHABET, DEFAULT_TASK, Noise, sft_target, verify
@@ -78,7 +79,7 @@ from entropy_lens.train.config import TrainConfig
 from entropy_lens.train.shaping import SHAPERS
 
 STATE = "trainer_state.pt"
-BRANCH_WINDOW = 100  # default shaping window after a --from branch point (PAPER §4.2: 200 < step < 300)
+BRANCH_WINDOW = 100  # default shaping window after a --from branch point (paper-notes §4.2: 200 < step < 300)
 
 
 @dataclass
@@ -173,11 +174,9 @@ def pack(prompts, responses, pad: int, device: str):
     """Right-padded ``prompt + response`` ids [B, W] and, aligned with ``ids[:, 1:]``, targets and the
     response mask [B, W − 1].  Right padding needs no attention mask: causal attention never reaches the pads."""
     seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width - 1))
+    ids, _ = pad_sequences(seqs, pad, "right")
+    mask = torch.zeros((len(seqs), ids.shape[1] - 1))
     for i, (p, s) in enumerate(zip(prompts, seqs)):
-        ids[i, : len(s)] = torch.tensor(s)
         mask[i, len(p) - 1: len(s) - 1] = 1
     return ids.to(device), ids[:, 1:].to(device), mask.to(device)
 
@@ -287,8 +286,9 @@ def rl_step(model, tokenizer, opt, sched, step: int, cfg: TrainConfig, window, h
         row["seconds_update"] = time.perf_counter() - t3
     if store is not None:
         t4 = time.perf_counter()
-        train_set = EvalSet("arith-train", problems, verify, "")
-        tokens, samples = build_tables(step, jobs, responses, stats, train_set, tokenizer, source="train")
+        tokens, samples = layout_tables(step, jobs, responses, stats, [p.prompt for p in problems], texts,
+                                        source="train")
+        samples.update(verifier_columns(verify, problems, jobs, texts))
         # dropped (all-equal) groups are stored too; a null advantage marks them
         tokens["advantage"] = pa.array(token_adv, mask=np.isnan(token_adv))
         tokens["shaped_advantage"] = pa.array(token_shaped, mask=np.isnan(token_shaped))
@@ -401,7 +401,8 @@ def train(cfg: TrainConfig) -> TrainSummary:
         random.setstate(state["python_rng"])
 
     settings = {**cfg.settings(), "model": cfg.init_from or "tiny-qwen2", "dataset": "arith",
-                "dataset_fingerprint": eval_set.fingerprint}
+                "dataset_fingerprint": eval_set.fingerprint,
+                "sampling": SamplingRecord(cfg.temperature, 1.0, cfg.max_new_tokens, True).to_settings()}
     with StoreWriter(run, kind="train", settings=settings) as store:
         store.update_info(device=device, window=list(window))
         if not (run / "vocab.parquet").exists():

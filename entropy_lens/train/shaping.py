@@ -1,4 +1,4 @@
-"""Advantage shapers: pure tensor functions registered by name (PAPER §4, peers from §4.3 / §6).
+"""Advantage shapers: pure tensor functions registered by name (paper-notes §4, peers from §4.3 / §6).
 
 Every shaper has the same signature and runs after the GRPO advantage and before the clipped surrogate;
 its output is detached (no gradient flows through a weight)::
@@ -13,28 +13,13 @@ relative position r ∈ [0, 1) of §1.5, rollout-policy token entropy), ``logppl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from entropy_lens.registry import Registry
+from entropy_lens.train.config import ShapingConfig  # noqa: F401  (the shapers' hyper-parameters)
 from entropy_lens.train.core import standardized_logppl
 
 SHAPERS: Registry = Registry("shaper")
-
-
-@dataclass
-class ShapingConfig:
-    """Hyper-parameters of the registered shapers (PAPER §5.2 defaults)."""
-
-    ppl_alpha: float = field(default=0.01, metadata={"help": "α of the ppl / ppl-high shapers (paper: 0.01)."})
-    ppl_min: float = field(default=0.8, metadata={"help": "Lower clamp of the ppl weight."})
-    ppl_max: float = field(default=1.2, metadata={"help": "Upper clamp of the ppl weight."})
-    position_alpha: float = field(default=0.1, metadata={"help": "α of the position bonus (paper: 0.1)."})
-    position_k: float = field(default=15.0, metadata={"help": "Sigmoid steepness k of the position bonus."})
-    position_cap: float = field(default=0.5, metadata={"help": "The bonus is at most this fraction of |A|."})
-    entropy_top_ratio: float = field(default=0.2, metadata={"help": "ρ of entropy-top: share of the batch's "
-                                                                     "tokens (highest entropy) that keep a gradient."})
 
 
 @SHAPERS.register("none")
@@ -50,7 +35,7 @@ def _ppl_weight(logppl, group_ids, sign: float, cfg) -> torch.Tensor:
 
 @SHAPERS.register("ppl")
 def ppl_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
-    """GRPO+PPL (PAPER §4.1): favour low-perplexity responses.
+    """GRPO+PPL (paper-notes §4.1): favour low-perplexity responses.
 
         Ã_{i,t} = A_{i,t} · clamp(1 − α·w_i, ppl_min, ppl_max),   w = group-standardised log-PPL (§1.4)
 
@@ -75,7 +60,7 @@ def _add_bonus(advantages, mask, raw_bonus, cfg):
 
 @SHAPERS.register("position")
 def position_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
-    """GRPO+POSITION (PAPER §4.2): later tokens get more reward (A > 0) or more penalty (A < 0).
+    """GRPO+POSITION (paper-notes §4.2): later tokens get more reward (A > 0) or more penalty (A < 0).
 
         b_{i,t} = min(α · σ(k·(r_{i,t} − 0.5)), cap·|A_{i,t}|),   Ã_{i,t} = A_{i,t} + sign(A_{i,t}) · b_{i,t}
 
@@ -119,7 +104,7 @@ def entropy_top_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy
 
 @SHAPERS.register("positive-only")
 def positive_only_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
-    """Learn from positive samples only (PAPER §4.3 ``positive_only``): Ã = A · 1[A > 0].
+    """Learn from positive samples only (paper-notes §4.3 ``positive_only``): Ã = A · 1[A > 0].
 
     The token mean still divides by all tokens, so the surviving tokens' weight is unchanged."""
     return advantages * (advantages > 0).to(advantages.dtype)
@@ -127,5 +112,5 @@ def positive_only_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entro
 
 @SHAPERS.register("negative-only")
 def negative_only_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
-    """Learn from negative samples only (PAPER §4.3 ``negative_only``): Ã = A · 1[A < 0]."""
+    """Learn from negative samples only (paper-notes §4.3 ``negative_only``): Ã = A · 1[A < 0]."""
     return advantages * (advantages < 0).to(advantages.dtype)

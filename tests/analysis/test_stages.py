@@ -6,7 +6,6 @@ from entropy_lens.analysis.stages import (
     STAGE_DETECTORS,
     StageBoundary,
     detect_stage_boundary,
-    ema,
     label_stages,
     step_curves,
 )
@@ -67,10 +66,6 @@ def test_step_curves_prefers_steps_table(tiny_store):
     assert c["entropy"].to_list() == pytest.approx([9.0, 10.5 / 5])  # null in steps → token mean
     assert c["accuracy"].to_list() == pytest.approx([0.25, 0.75])
     assert c["eval_accuracy"].to_list() == [None, 0.4]
-
-
-def test_ema():
-    assert ema([1.0, 3.0], alpha=0.5).tolist() == [1.0, 2.0]
 
 
 def test_missing_column_is_a_user_error(tiny_store):

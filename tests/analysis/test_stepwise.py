@@ -8,8 +8,9 @@ import polars as pl
 import pytest
 
 import entropy_lens
-import entropy_lens.analysis._common as common
-from entropy_lens.analysis._common import StepPairs, quantiles_linear, with_updates
+import entropy_lens.analysis.stepwise as stepwise
+from entropy_lens.analysis.frames import with_updates
+from entropy_lens.analysis.stepwise import quantiles_linear
 from entropy_lens.analysis.position import _region_means, u_shape_summary, update_by_position
 from entropy_lens.analysis.stats import bootstrap_ci, bootstrap_cis
 from entropy_lens.analysis.updates import (
@@ -19,7 +20,7 @@ from entropy_lens.analysis.updates import (
     significant_update_sets,
     update_by_entropy_bin,
 )
-from entropy_lens.store import StoreWriter
+from entropy_lens.store import StepPairs, StoreWriter
 
 KEY = ["step", "prompt_id", "sample_id", "position"]
 
@@ -72,11 +73,11 @@ def test_quantiles_linear_sort_path_and_in_place(monkeypatch):
     the Float64 cast, NaN last; the input is sorted in place only when asked and writable."""
     rng = np.random.default_rng(8)
     qs = [0.0, 0.001, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999, 1.0, float(rng.random())]
-    x = np.round(rng.normal(size=common.SORT_ABOVE + 3), 3).astype(np.float32)  # the real threshold; ties
+    x = np.round(rng.normal(size=stepwise.SORT_ABOVE + 3), 3).astype(np.float32)  # the real threshold; ties
     x[::100_003] = np.nan
     want = [pl.Series(x).cast(pl.Float64).quantile(q, interpolation="linear") for q in qs]
     assert _same(quantiles_linear(x, qs), want)
-    monkeypatch.setattr(common, "SORT_ABOVE", 8)
+    monkeypatch.setattr(stepwise, "SORT_ABOVE", 8)
     for n in (1, 2, 7, 8, 9, 100, 1001):
         for dtype in (np.float32, np.float64):
             x = np.round(rng.normal(size=n), 1).astype(dtype)
@@ -112,11 +113,11 @@ def test_entropy_bins_equal_the_polars_expression(dtype):
         h.to_frame().select(_entropy_bin_expr([0.0, 0.5, float("nan"), 9.0])).to_series().to_list()
 
 
-@pytest.mark.parametrize("sort_above", [common.SORT_ABOVE, 16])
+@pytest.mark.parametrize("sort_above", [stepwise.SORT_ABOVE, 16])
 def test_update_by_entropy_bin_and_quantiles_against_the_join(monkeypatch, sort_above):
     """Edges, bin counts, significant counts and Δp quantiles equal a plain polars computation on the join,
     both with partial sorts (small inputs) and full sorts (SORT_ABOVE lowered); any number of bins."""
-    monkeypatch.setattr(common, "SORT_ABOVE", sort_above)
+    monkeypatch.setattr(stepwise, "SORT_ABOVE", sort_above)
     tokens, updates, samples = _random_store(seed=10, steps=(0, 10, 20, 30), n_resp=8)
     j = _joined(tokens, updates).join(samples, on=["step", "prompt_id", "sample_id"])
     j = j.with_columns((pl.col("logprob_next").cast(pl.Float64).exp() - pl.col("logprob").cast(pl.Float64).exp()).alias("dp"))
@@ -181,6 +182,8 @@ def test_store_view_and_functions_equal_the_join(tmp_path):
     a = update_by_position(tokens=store.tokens, updates=store.updates, n_bins=4, top_frac=0.1)
     b = update_by_position(tokens=store.tokens_with_updates(), n_bins=4, top_frac=0.1)
     c = update_by_position(tokens=tokens.lazy(), updates=updates.filter(pl.col("step") != 20).lazy(), n_bins=4, top_frac=0.1)
+    d = update_by_position(tokens=store.partitions("tokens"), updates=store.partitions("updates"), n_bins=4, top_frac=0.1)
+    assert d.equals(a)  # the step files read directly: the same table, bit for bit
     for x in (b, c):
         assert x["n"].to_list() == a["n"].to_list()
         assert x["share_significant"].to_list() == a["share_significant"].to_list()
@@ -188,6 +191,9 @@ def test_store_view_and_functions_equal_the_join(tmp_path):
     d1 = delta_p_distribution(tokens=store.tokens, updates=store.updates, samples=s_lf, boundary=10)
     d2 = delta_p_distribution(tokens=store.tokens_with_updates(), samples=s_lf, boundary=10)
     assert d1.drop("mean_delta_p", "mean_abs_delta_p").equals(d2.drop("mean_delta_p", "mean_abs_delta_p"))
+    d3 = delta_p_distribution(tokens=store.partitions("tokens"), updates=store.partitions("updates"), samples=s_lf,
+                              boundary=10)
+    assert d3.equals(d1)
 
 
 def test_exact_per_step_threshold_and_quantiles_against_the_join():

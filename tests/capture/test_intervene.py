@@ -2,6 +2,9 @@
 
 Checked against independent computations: the replacement token against a plain-torch forward, the chosen
 positions against the stored entropies, the regeneration contexts against the stored responses.
+
+The command runs through the CLI, which wires the analysis layer's site selection and summary into capture's
+regeneration; :func:`run` calls the Python API the same way.
 """
 
 from __future__ import annotations
@@ -15,14 +18,21 @@ import pytest
 import torch
 
 import entropy_lens
+from entropy_lens.analysis import interventions as ivs
 from entropy_lens.capture import intervene as iv
+from entropy_lens.capture.config import InterveneConfig
 from entropy_lens.cli import main
+from entropy_lens.errors import UserError
 from tests.conftest import save_run
 
 RUN = ["--continuations", "2", "--batch-size", "64", "--n-boot", "200"]
 DETAIL_COLUMNS = ["step", "prompt_id", "sample_id", "position", "rel_position", "entropy", "original_id",
                   "original_token", "replacement_id", "replacement_token", "acc_before", "acc_after"]
 EOS = 1  # build_char_tokenizer: <pad>=0, <eos>=1, <unk>=2
+
+
+def run(cfg: InterveneConfig):
+    return iv.intervene(cfg, select_sites=ivs.select_positions, summarize=ivs.summarize, groups=ivs.GROUPS)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +67,8 @@ def response_ids(tokens, pid, sid) -> list[int]:
 
 def test_tables_have_the_schema(result, store):
     summary, detail = result
-    assert summary.columns == iv.SUMMARY_COLUMNS
-    assert summary.schema["n"] == pl.Int64 and all(summary.schema[c] == pl.Float64 for c in iv.SUMMARY_COLUMNS[3:])
+    assert summary.columns == ivs.SUMMARY_COLUMNS
+    assert summary.schema["n"] == pl.Int64 and all(summary.schema[c] == pl.Float64 for c in ivs.SUMMARY_COLUMNS[3:])
     assert set(zip(summary["kind"], summary["group"])) <= {("ppl", "low-ppl"), ("ppl", "high-ppl"),
                                                            ("position", "begin"), ("position", "end")}
     assert {"begin", "end"} <= set(summary["group"]) and summary.filter(pl.col("kind") == "ppl").height >= 1
@@ -74,10 +84,11 @@ def test_tables_have_the_schema(result, store):
     acc = detail["acc_before"].to_numpy()
     assert np.all(np.isin(acc * 2, [0, 1, 2]))  # fractions of 2 continuations
     # The consumers read it: the report's reader and findings H / K.
-    from entropy_lens.analysis import report
+    from entropy_lens.analysis.context import read_interventions
+    from entropy_lens.analysis.findings import finding_H, finding_K
 
-    table = report.read_interventions(store.parent / "out" / "interventions.parquet")
-    assert report.finding_K(table).key == "K" and report.finding_H(table).key == "H"
+    table = read_interventions(store.parent / "out" / "interventions.parquet")
+    assert finding_K(table).key == "K" and finding_H(table).key == "H"
 
 
 def test_replacement_is_the_best_other_token_under_plain_torch(result, store, tiny_tokenizer):
@@ -139,7 +150,7 @@ def test_end_never_takes_the_final_eos():
                            "token_id": [5] * (n - 1) + [EOS], "entropy": [0.1] * (n - 2) + [0.5, 9.0],
                            "logprob": [-1.0] * n}, schema_overrides={"entropy": pl.Float32})
     samples = pl.DataFrame({"step": [0], "prompt_id": [0], "sample_id": [0], "length": [n], "logppl": [1.0]})
-    sites = iv.select_positions(tokens, samples, kinds=["position"], k=3, eos_ids=[EOS])
+    sites = ivs.select_positions(tokens, samples, kinds=["position"], k=3, eos_ids=[EOS])
     end = sites.filter(pl.col("group") == "end")
     assert end["position"].to_list() == [18]  # 18 and 19 are in the last 10 %, 19 is the EOS
     assert sites.filter(pl.col("group") == "begin")["position"].to_list() == [0, 1]  # top-3 of a 2-token region
@@ -170,20 +181,20 @@ def test_deterministic_with_the_seed(result, store, tmp_path):
 
 def test_both_arms_regenerate_from_the_shared_prefix(store, tmp_path, monkeypatch, tiny_tokenizer):
     seen = []
-    real = iv.BACKENDS.get("hf")
+    real = iv.SAMPLERS.get("hf")()
 
-    def record(model, tokenizer, prompt_ids, params, *, seed):
+    def record(model, tokenizer, prompt_ids, params, *, batch_seeds, batch_size):
         seen.extend(list(map(list, prompt_ids)))
-        return real(model, tokenizer, prompt_ids, params, seed=seed)
+        return real(model, tokenizer, prompt_ids, params, batch_seeds=batch_seeds, batch_size=batch_size)
 
-    class Backends:
+    class Samplers:
         @staticmethod
         def get(name):
-            return record
+            return lambda options: record
 
-    monkeypatch.setattr(iv, "BACKENDS", Backends)
-    res = iv.intervene(iv.InterveneConfig(store=str(store), out=str(tmp_path / "x.parquet"), kinds="position",
-                                          continuations=3, max_samples=4, batch_size=64, n_boot=50))
+    monkeypatch.setattr(iv, "SAMPLERS", Samplers)
+    res = run(InterveneConfig(store=str(store), out=str(tmp_path / "x.parquet"), kinds="position",
+                              continuations=3, max_samples=4, batch_size=64, n_boot=50))
     tokens, samples = step_tables(store)
     for r in res.detail.iter_rows(named=True):
         prompt = prompt_of(samples, r)
@@ -206,8 +217,8 @@ def test_cluster_bootstrap_reduces_to_the_plain_one():
 
     rng = np.random.default_rng(0)
     d = rng.normal(size=30)
-    assert iv._cluster_ci(d, np.arange(30), 300, 3) == bootstrap_ci(d, n_boot=300, seed=3)
-    est = iv._cluster_ci(d, np.repeat(np.arange(10), 3), 300, 3)
+    assert ivs._cluster_ci(d, np.arange(30), 300, 3) == bootstrap_ci(d, n_boot=300, seed=3)
+    est = ivs._cluster_ci(d, np.repeat(np.arange(10), 3), 300, 3)
     assert est.estimate == pytest.approx(d.mean()) and est.n == 10 and est.ci_low < est.estimate < est.ci_high
 
 
@@ -234,7 +245,7 @@ def test_bad_input_exits_2_with_one_line(store, tmp_path, capsys, extra, needle)
 
 def test_bad_store_and_missing_checkpoint(store, tmp_path, capsys):
     code, err = _err(capsys, tmp_path / "nowhere")
-    assert code == 2 and "no such store" in err and len(err.splitlines()) == 1
+    assert code == 2 and "no such directory" in err and len(err.splitlines()) == 1
     bare = tmp_path / "bare"
     shutil.copytree(store, bare, ignore=shutil.ignore_patterns("interventions*"))
     m = json.loads((bare / "lens.json").read_text())

@@ -123,7 +123,6 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_rows(tmp_path, tiny_r
 
 
 def test_second_concurrent_sweep_is_refused(tmp_path, tiny_run, capsys):
-    from entropy_lens.capture.sweep import _settings  # noqa: F401  (the lock is the store's, not the sweep's)
     from entropy_lens.store import StoreWriter
 
     out = tmp_path / "store"

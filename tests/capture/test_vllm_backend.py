@@ -7,6 +7,20 @@ config.json and samples seeded random tokens, so what is checked is the adapter:
 that one engine per checkpoint is created and shut down before the torch scorer runs, how outputs become
 responses, and that the store it writes is scored exactly.  ``test_real_vllm_sweep`` (marker ``gpu``) runs
 the real engine where vllm is installed.
+
+What was and was not exercised (written on a machine without a GPU, where vLLM cannot be installed):
+
+* exercised on CPU (this file): the adapter against a fake ``vllm`` module whose
+  ``LLM``, ``SamplingParams``, ``RequestOutput`` and ``CompletionOutput`` have the shapes of vLLM's
+  documented API — request construction (token-id prompts, one SamplingParams per request, seeds, stop
+  ids, max_model_len), the engine built once per checkpoint and shut down before scoring, the HF model
+  off the device while the engine lives, output mapping (EOS kept, ``length`` → truncated), the whole
+  ``collect`` sweep writing a valid store with exact teacher-forced scores, and the "install
+  entropy-lens[vllm]" error when vllm is missing;
+* NOT exercised: a real vLLM engine — argument names against the installed vLLM version, that shutdown
+  really returns the GPU memory (``engine_core.shutdown`` + ``destroy_model_parallel``), per-request
+  seed determinism and throughput.  ``test_real_vllm_sweep`` (marked ``gpu``, skipped unless vllm
+  imports) runs the real thing on a GPU machine.
 """
 
 from __future__ import annotations
@@ -23,8 +37,8 @@ import polars as pl
 import pytest
 
 import entropy_lens
-from entropy_lens.capture import sweep
-from entropy_lens.capture.sampling import Response
+from entropy_lens.capture import sweep, tables
+from entropy_lens.capture.sampling import Response, batch_seed
 from entropy_lens.capture.vllm_backend import request_seed, to_response
 from tests.capture.test_sweep import collect, reference_stats
 
@@ -124,7 +138,9 @@ def fake_vllm(monkeypatch):
         fake.events.append(("score", model.name_or_path))
         return real_score(model, *args, **kwargs)
 
+    # a step's responses are scored in sweep.step_tables, the previous step's updates in tables.updates_table
     monkeypatch.setattr(sweep, "score", traced_score)
+    monkeypatch.setattr(tables, "score", traced_score)
     return fake
 
 
@@ -147,7 +163,7 @@ def test_vllm_sweep_one_engine_per_checkpoint_freed_before_scoring(tmp_path, tin
     llm = fake_vllm.engines[1]
     assert len(llm.requests) == 3 * 2
     for i, (_, sp) in enumerate(llm.requests):
-        assert sp.seed == request_seed(sweep.batch_seed(7, 10, i // 4), i % 4)
+        assert sp.seed == request_seed(batch_seed(7, 10, i // 4), i % 4)
         assert (sp.n, sp.temperature, sp.top_p, sp.max_tokens, sp.detokenize) == (1, 1.0, 1.0, 12, False)
         assert EOS in sp.stop_token_ids
 

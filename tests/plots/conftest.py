@@ -34,3 +34,27 @@ def check_saved(fig, tmp_path, name):
     assert [p.suffix for p in paths] == [".png", ".pdf"]
     for p in paths:
         assert p.exists() and p.stat().st_size > 0
+
+
+def labels(ax) -> list[str]:
+    """Labels of the axes' lines, in drawing order (matplotlib's own "_child..." labels left out)."""
+    return [ln.get_label() for ln in ax.lines if not ln.get_label().startswith("_")]
+
+
+def bar_containers(ax) -> list:
+    """The axes' bar containers, one per ``ax.bar`` / ``ax.barh`` call (error bars left out)."""
+    from matplotlib.container import BarContainer
+
+    return [c for c in ax.containers if isinstance(c, BarContainer)]
+
+
+def bar_counts(ax) -> list[int]:
+    """Bars per ``ax.bar`` / ``ax.barh`` call."""
+    return [len(c) for c in bar_containers(ax)]
+
+
+def boundary_lines(ax) -> list[float]:
+    """x of the red stage-boundary lines."""
+    from entropy_lens.plots.style import BOUNDARY_COLOR
+
+    return [ln.get_xdata()[0] for ln in ax.lines if ln.get_color() == BOUNDARY_COLOR]

@@ -1,4 +1,4 @@
-r"""entropy_lens.tasks.math: boxed-answer extraction and Math-Verify grading (PAPER.md §1.1).
+r"""entropy_lens.tasks.math: boxed-answer extraction and Math-Verify grading (paper-notes §1.1).
 
 The grading oracles below are what Math-Verify 0.9 really answers (found by running it), not what one might
 wish; the surprising ones are marked SURPRISE.

@@ -11,7 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from entropy_lens.analysis.report import AGREES, CLAIMS, DISAGREES, NOT_MEASURED, build_report
+from entropy_lens.analysis.findings import AGREES, CLAIMS, DISAGREES, NOT_MEASURED
+from entropy_lens.report.build import build_report
 from entropy_lens.store import StoreWriter
 
 VOCAB = ["3", "=", " so", " wait", " the", "x", "\\frac", " erot", "7", " then"]
@@ -190,3 +191,36 @@ def test_write_findings_gives_every_verdict(run_layout, tmp_path):
     assert text.count("Verdict: **") == len(CLAIMS)
     assert "| L |" in text and "not measured" in [ln for ln in table if ln.startswith("| L")][0]
     assert "| I |" in text and "ppl-high" in text  # I needs the high-PPL run, absent here
+
+
+def test_fig5a_tables_are_the_reports(run_layout, tmp_path, monkeypatch):
+    """The report's fig5a_position and figures/fig5_position.py draw the same two tables: the U-curve over every
+    step and |Δp| by position over the run's Δp scope (here the plateau, which differs from all steps)."""
+    import entropy_lens
+    from entropy_lens.analysis.position import update_by_position
+
+    fig5 = _script("fig5_position")
+    drawn = []
+    monkeypatch.setattr(fig5.position_plots, "plot_u_curve", lambda *tables: drawn.append(tables) or plt.figure())
+    fig5.main(run_layout, tmp_path / "figs")
+    rep = build_report(run_layout / "baseline" / "sweep", tmp_path / "out", train_run=run_layout / "baseline",
+                       draw_figures=False)
+    ((by_position, by_position_updates),) = drawn
+    assert by_position.equals(rep.tables["entropy_by_position"])
+    assert by_position_updates.equals(rep.tables["update_by_position"])
+    assert f"analyses use plateau steps (≥ {rep.boundary.step})" in rep.report_path.read_text()
+    store = entropy_lens.open(run_layout / "baseline" / "sweep")
+    every_step = update_by_position(tokens=store.tokens, updates=store.updates)
+    assert not every_step.equals(by_position_updates)  # the two rules differ here, so this test tells them apart
+
+
+def test_sections_run_in_registration_order(run_layout, tmp_path):
+    from entropy_lens.report.sections import ORDER, SECTIONS
+
+    assert sorted(ORDER) == SECTIONS.names() and len(ORDER) == len(set(ORDER))
+    rep = build_report(run_layout / "baseline" / "sweep", tmp_path / "out", train_run=run_layout / "baseline",
+                       interventions=run_layout / "interventions.parquet", draw_figures=False)
+    assert [s.key for s in rep.sections] == ORDER  # every section has its inputs here
+    assert rep.skipped == []
+    assert rep.report_path.read_text().endswith("## Skipped\n\n- Nothing: every analysis ran.\n")
+    assert [f.key for f in rep.findings] == sorted("ABCDEFGHJK")

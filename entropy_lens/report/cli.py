@@ -1,8 +1,10 @@
-"""``entropy-lens report``: the analysis subcommand (flags generated from :class:`ReportConfig`)."""
+"""``entropy-lens report``: the report subcommand (flags generated from :class:`ReportConfig`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from entropy_lens.command import Command
 
 
 @dataclass
@@ -23,7 +25,7 @@ class ReportConfig:
     interventions: str | None = field(default=None, metadata={"help": "Interventions table (Parquet; default: "
                                                                       "interventions.parquet in STORE or its parent)."})
     top_frac: float = field(default=0.01, metadata={"help": "Per-step top fraction of |Δp| counted as a significant "
-                                                            "update (PAPER §1.7)."})
+                                                            "update (paper-notes §1.7)."})
     entropy_bins: int = field(default=10, metadata={"help": "Entropy quantile bins for |Δp| and gradient norm."})
     position_bins: int = field(default=20, metadata={"help": "Relative-position bins for the U-curve."})
     window: int = field(default=3, metadata={"help": "Steps in the start/end windows of the rising stage."})
@@ -35,7 +37,7 @@ class ReportConfig:
 def run_report(cfg: ReportConfig) -> None:
     from pathlib import Path
 
-    from entropy_lens.analysis.report import build_report
+    from entropy_lens.report.build import build_report
 
     out = cfg.out if cfg.out is not None else str(Path(cfg.store) / "report")
     rep = build_report(cfg.store, out, boundary=cfg.boundary, detector=cfg.detector, train_run=cfg.train_run,
@@ -45,6 +47,5 @@ def run_report(cfg: ReportConfig) -> None:
     print(rep)
 
 
-SUBCOMMANDS = [
-    ("report", "analyse a store: stage boundary, the paper's tables and figures, REPORT.md", ReportConfig, run_report),
-]
+REPORT = Command("report", "analyse a store: stage boundary, the paper's tables and figures, REPORT.md",
+                 ReportConfig, run_report)

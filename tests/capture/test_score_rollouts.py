@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import entropy_lens
-from entropy_lens.capture.ingest import MATCH_RULES, detect_format
+from entropy_lens.capture.rollouts import MATCH_RULES, detect_format
 from entropy_lens.cli import main
 from tests.capture.test_sweep import FAST
 

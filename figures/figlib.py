@@ -1,21 +1,23 @@
-"""Shared plumbing of the figure scripts: the run layout (figures/README.md), loading, skipping, saving.
+"""Shared plumbing of the figure scripts: the run layout (figures/README.md), skipping, saving.
 
 A figure whose inputs are absent is skipped with a printed reason; nothing is ever drawn from made-up data.
+The stage boundary, the Δp scope and the late-training start come from the run's
+:class:`~entropy_lens.analysis.context.RunView` (:attr:`Layout.view`), as in ``entropy-lens report``.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import polars as pl
 
 import entropy_lens
-from entropy_lens.analysis import stages
-from entropy_lens.analysis.report import detect_boundary, read_interventions
+from entropy_lens.analysis.context import INTERVENTIONS_FILE, RunView, read_interventions
 
-# run name in the layout → label in the figures (PAPER §3, §7.4)
+# run name in the layout → label in the figures (paper-notes §3, §7.4)
 RUNS = {
     "baseline": "GRPO",
     "ppl": "GRPO+PPL",
@@ -31,10 +33,9 @@ def _is_store(p: Path) -> bool:
 
 @dataclass
 class Layout:
-    """The stores of one experiment folder ``RUN`` (see figures/README.md)."""
+    """The stores of one experiment folder ``RUN``, found by name (see figures/README.md)."""
 
     root: Path
-    _cache: dict = field(default_factory=dict)
 
     def run_dir(self, name: str) -> Path | None:
         """``RUN/<name>``; for the baseline also ``RUN`` itself when it is a training store (make_all's layout)."""
@@ -49,16 +50,34 @@ class Layout:
         d = self.run_dir(name)
         return entropy_lens.open(d) if d is not None else None
 
-    def sweep(self):
+    def sweep_dir(self) -> Path | None:
         """The collect store of the baseline: ``RUN/baseline/sweep`` (or ``RUN/sweep``)."""
-        for p in (self.root / "baseline" / "sweep", self.root / "sweep"):
-            if _is_store(p):
-                return entropy_lens.open(p)
-        return None
+        return next((p for p in (self.root / "baseline" / "sweep", self.root / "sweep") if _is_store(p)), None)
 
-    def analysis_store(self):
-        """Where the per-token analyses read from: the sweep (it has Δp), else the baseline training store."""
-        return self.sweep() or self.run("baseline")
+    def sweep(self):
+        d = self.sweep_dir()
+        return entropy_lens.open(d) if d is not None else None
+
+    @cached_property
+    def view(self) -> RunView | None:
+        """The run context of the per-token figures: the sweep (it has Δp), else the baseline training store,
+        with the baseline training run for the curves and the stage boundary; None when there is neither."""
+        store_dir, base_dir = self.sweep_dir(), self.run_dir("baseline")
+        store_dir = store_dir or base_dir
+        if store_dir is None:
+            return None
+        base = self.run("baseline")
+        train = base_dir if base is not None and base_dir != store_dir and base.manifest.get("kind") == "train" else None
+        return RunView.open(store_dir, train)
+
+    @property
+    def boundary(self):
+        """The run's stage boundary (a StageBoundary), None without one or without stores."""
+        return self.view.boundary if self.view is not None else None
+
+    @property
+    def boundary_step(self) -> int | None:
+        return self.view.boundary_step if self.view is not None else None
 
     def steps(self, name: str) -> pl.DataFrame | None:
         s = self.run(name)
@@ -67,25 +86,9 @@ class Layout:
         return s.steps.collect()
 
     def interventions(self) -> pl.DataFrame | None:
-        p = self.root / "interventions.parquet"
+        """``RUN/interventions.parquet`` (written by ``entropy-lens intervene``), when present."""
+        p = self.root / INTERVENTIONS_FILE
         return read_interventions(p) if p.is_file() else None
-
-    def curves(self) -> pl.DataFrame | None:
-        """Fig. 1 curves: the baseline's training log (and rollouts) or, without it, the sweep's samples."""
-        if "curves" not in self._cache:
-            base, sw = self.run("baseline"), self.sweep()
-            src = base or sw
-            if src is None:
-                self._cache["curves"] = None
-            else:
-                self._cache["curves"] = stages.step_curves(tokens=src.tokens, samples=src.samples, steps=src.steps)
-        return self._cache["curves"]
-
-    def boundary(self, detector: str = "knee"):
-        if "boundary" not in self._cache:
-            c = self.curves()
-            self._cache["boundary"] = detect_boundary(c, None, detector)[0] if c is not None else None
-        return self._cache["boundary"]
 
     def method_steps(self, names) -> pl.DataFrame | None:
         """Long table (run, step, metrics...) of the named runs that exist and have a training log."""
@@ -160,7 +163,7 @@ def method_curves_panel(figs: Figures, lay: Layout, name: str, runs: list[str], 
                         f"found {have}")
     else:
         shown = [m for m in (acc, *metrics) if m in curves.columns]
-        figs.save(name, plot_method_curves(curves, metrics=shown, boundary=lay.boundary()))
+        figs.save(name, plot_method_curves(curves, metrics=shown, boundary=lay.boundary_step))
 
 
 def cli(main, doc: str) -> int:

@@ -1,0 +1,227 @@
+"""The run context: what one run's stores hold, and which steps each analysis counts.
+
+:class:`RunView` is the single answer, computed once and handed to every consumer (the report, the figure
+scripts, the paper's analysis scripts)::
+
+    view = RunView.open("RUN/baseline/sweep", train_run="RUN/baseline")   # detector "knee" unless boundary=
+    view.boundary            # StageBoundary (first plateau step) or None, with view.boundary_reason
+    view.delta_p_scope       # DeltaPScope: the plateau when it has Δp rows, else all steps; .kwargs
+    updates.update_by_entropy_bin(tokens=view.tokens_by_step, updates=view.updates_by_step,
+                                  **view.delta_p_scope.kwargs)
+    view.late_start()        # first step of "late training" for the method comparisons
+
+Sources: the per-token tables (tokens, samples, updates) come from the store; the training log
+(``steps.parquet``) from the training run when one is given, else from the store; the vocabulary from the
+store, else from the training run.  The curves the stage boundary is detected on are
+:func:`~entropy_lens.analysis.stages.step_curves` of the training run (its log and rollouts) when there is
+one, else of the store alone: a sweep's held-out samples never fill gaps in a training batch's curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from entropy_lens.analysis import stages
+from entropy_lens.errors import UserError
+from entropy_lens.store import Partitions, Store, open_store
+
+INTERVENTIONS_FILE = "interventions.parquet"
+INTERVENTION_COLUMNS = ["kind", "group", "n", "delta_accuracy", "ci_low", "ci_high"]
+
+
+@dataclass(frozen=True)
+class DeltaPScope:
+    """The steps the plateau-stage Δp analyses (paper-notes §2.1 D–F, §2.2 G, Fig. 5a's |Δp| panel) use.
+
+    ``stage``: ``"plateau"`` when the plateau has Δp rows, else None (all steps); ``note``: a sentence saying
+    which; :attr:`kwargs`: the ``boundary=``/``stage=`` arguments of the step-wise analyses (empty for all
+    steps).
+    """
+
+    stage: str | None
+    note: str
+    boundary: int | None = None
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(boundary=self.boundary, stage=self.stage) if self.stage else {}
+
+
+def delta_p_scope(updates: pl.LazyFrame | None, boundary) -> DeltaPScope:
+    """The rule of :class:`DeltaPScope`: the plateau (steps ≥ ``boundary``) when ``updates`` has rows there."""
+    if boundary is None:
+        return DeltaPScope(None, "all steps (no stage boundary)")
+    if updates is None:
+        return DeltaPScope(None, "all steps (no Δp)")
+    b = int(boundary)
+    if updates.filter(pl.col("step") >= b).select(pl.len()).collect().item():
+        return DeltaPScope("plateau", f"plateau steps (≥ {b})", b)
+    return DeltaPScope(None, f"all steps: the plateau (steps ≥ {b}) has no Δp rows (the last checkpoint has no next "
+                             "one to score it)")
+
+
+def late_start(steps: pl.DataFrame | None, boundary) -> int | None:
+    """First step of "late training": the boundary when known, else the median of ``steps["step"]`` (None
+    without steps)."""
+    if boundary is not None:
+        return int(getattr(boundary, "step", boundary))
+    s = steps["step"].to_numpy() if steps is not None and steps.height else np.array([])
+    return int(np.median(s)) if s.size else None
+
+
+def read_interventions(path: Path) -> pl.DataFrame:
+    """Read an interventions table (columns: kind, group, n, accuracy_before, accuracy_after, delta_accuracy,
+    ci_low, ci_high); a malformed one is a :class:`UserError`."""
+    try:
+        df = pl.read_parquet(path)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path}: unreadable interventions table ({e})") from None
+    missing = [c for c in INTERVENTION_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: interventions table lacks column(s) {', '.join(missing)}")
+    return df
+
+
+def _is_empty(lf: pl.LazyFrame | None) -> bool:
+    return lf is None or lf.select(pl.len()).collect().item() == 0
+
+
+@dataclass
+class RunView:
+    """One run: the store the per-token analyses read, the training run its curves come from, and the
+    stage boundary (``boundary`` = manual first plateau step, else the registered ``detector``).
+
+    Every property is computed on first use and kept.
+    """
+
+    path: Path
+    store: Store
+    train_run: Path | None = None
+    train: Store | None = None
+    manual_boundary: int | None = None
+    detector: str = "knee"
+
+    @classmethod
+    def open(cls, store, train_run=None, *, boundary: int | None = None, detector: str = "knee") -> "RunView":
+        """Open ``store`` (and ``train_run``, which must be a training run); an unknown ``detector`` fails here."""
+        st = open_store(store, "store")
+        train = open_store(train_run, "--train-run") if train_run is not None else None
+        if train is not None and train.manifest.get("kind") != "train":
+            raise UserError(f"--train-run {train_run}: a {train.manifest.get('kind')!r} store, expected a training "
+                            "run (`entropy-lens train --out RUN`)")
+        if boundary is None:
+            stages.STAGE_DETECTORS.get(detector)  # unknown names fail loudly, not as a skipped stage split
+        return cls(Path(store), st, Path(train_run) if train_run is not None else None, train,
+                   None if boundary is None else int(boundary), detector)
+
+    # ---------------------------------------------------------------------------------------- tables
+    @property
+    def kind(self) -> str:
+        return self.store.manifest.get("kind", "?")
+
+    @property
+    def tokens(self) -> pl.LazyFrame:
+        return self.store.tokens
+
+    @property
+    def samples(self) -> pl.LazyFrame:
+        return self.store.samples
+
+    @property
+    def updates(self) -> pl.LazyFrame:
+        return self.store.updates
+
+    @property
+    def tokens_by_step(self) -> Partitions:
+        """The tokens as step partitions: what the step-wise analyses read one file at a time."""
+        return self.store.partitions("tokens")
+
+    @property
+    def updates_by_step(self) -> Partitions | None:
+        """The updates as step partitions, or None when the store has none (no Δp)."""
+        return self.store.partitions("updates") if self.has_updates else None
+
+    @property
+    def steps(self) -> pl.LazyFrame | None:
+        """The training log: the training run's ``steps.parquet``, else the store's (None for a pure sweep)."""
+        return self.train.steps if self.train is not None else self.store.steps
+
+    @cached_property
+    def steps_table(self) -> pl.DataFrame | None:
+        return self.steps.collect() if self.steps is not None else None
+
+    @property
+    def vocab(self) -> pl.LazyFrame | None:
+        """token_id → string: the store's vocab.parquet, else the training run's."""
+        if self.store.vocab is not None:
+            return self.store.vocab
+        return self.train.vocab if self.train is not None else None
+
+    @cached_property
+    def has_updates(self) -> bool:
+        return not _is_empty(self.store.updates)
+
+    @cached_property
+    def is_empty(self) -> bool:
+        """True when the store has no completed step (no samples or no tokens)."""
+        return _is_empty(self.store.samples) or _is_empty(self.store.tokens)
+
+    # ---------------------------------------------------------------------------------------- stages
+    @cached_property
+    def curves(self) -> pl.DataFrame:
+        """Fig. 1's per-step curves (:func:`~entropy_lens.analysis.stages.step_curves`): the training run's
+        log and rollouts when there is a training run, else the store's own; never a mix of a sweep's held-out
+        samples with a training batch."""
+        src = self.train if self.train is not None else self.store
+        return stages.step_curves(tokens=src.tokens, samples=src.samples, steps=src.steps)
+
+    @cached_property
+    def _boundary(self) -> tuple[stages.StageBoundary | None, str]:
+        if self.manual_boundary is not None:
+            return stages.detect_stage_boundary(self.curves, boundary=self.manual_boundary), ""
+        try:
+            return stages.detect_stage_boundary(self.curves, self.detector), ""
+        except UserError as e:  # curves too short: no boundary, and why
+            return None, str(e)
+
+    @property
+    def boundary(self) -> stages.StageBoundary | None:
+        """The rising → plateau boundary, or None when the curves are too short (:attr:`boundary_reason`)."""
+        return self._boundary[0]
+
+    @property
+    def boundary_reason(self) -> str:
+        """Why there is no boundary ("" when there is one)."""
+        return self._boundary[1]
+
+    @property
+    def boundary_step(self) -> int | None:
+        return None if self.boundary is None else self.boundary.step
+
+    @cached_property
+    def delta_p_scope(self) -> DeltaPScope:
+        """Which steps the plateau-stage Δp analyses use (:func:`delta_p_scope`)."""
+        return delta_p_scope(self.updates if self.has_updates else None, self.boundary_step)
+
+    def late_start(self, steps: pl.DataFrame | None = None) -> int | None:
+        """First step of "late training": the boundary when the run has a training log and a boundary, else
+        the median step of ``steps`` (default: the training log); None when there is neither."""
+        if self.steps_table is None:
+            return late_start(steps, None)
+        return late_start(self.steps_table if steps is None else steps, self.boundary)
+
+    # ---------------------------------------------------------------------------------------- interventions
+    def interventions_path(self, path=None) -> Path | None:
+        """``path`` when given (it must exist), else ``interventions.parquet`` in the store or its parent folder."""
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise UserError(f"--interventions {p}: no such file")
+            return p
+        return next((p for p in (self.path / INTERVENTIONS_FILE, self.path.parent / INTERVENTIONS_FILE)
+                     if p.is_file()), None)

@@ -1,0 +1,72 @@
+"""``entropy-lens report``: every analysis a store's data supports, as tables, figures and REPORT.md.
+
+:func:`build_report` opens the run (a ``collect`` sweep, a ``train`` run, or a sweep plus the training run it
+came from: :class:`~entropy_lens.analysis.context.RunView`) and :func:`write_report` runs the registered
+sections (:mod:`entropy_lens.report.sections`) in order, collecting their sections, skips and findings, and
+writes the folder :mod:`entropy_lens.report.document` describes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from entropy_lens.analysis.context import RunView
+from entropy_lens.analysis.findings import Finding
+from entropy_lens.errors import UserError
+from entropy_lens.report.document import Report, SectionFiles, write_markdown
+from entropy_lens.report.sections import ORDER, SECTIONS, ReportSettings, SectionInputs
+
+
+def write_report(view: RunView, out_dir, settings: ReportSettings = ReportSettings(),
+                 draw_figures: bool = True) -> Report:
+    """Run every section on ``view``; write tables, figures (unless ``draw_figures`` is False) and REPORT.md
+    under ``out_dir``.  Findings are listed by letter, sections and skips in section order."""
+    settings.check()
+    if view.is_empty:
+        raise UserError(f"{view.path}: the store has no completed steps; run `entropy-lens collect` (or train) first")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = SectionInputs(view, settings, SectionFiles(out, draw_figures))
+    sections, skipped, found = [], [], {}
+    for name in ORDER:
+        outcome = SECTIONS.get(name)(inputs)
+        if outcome.section is not None:
+            sections.append(outcome.section)
+        skipped += outcome.skipped
+        found.update({f.key: f for f in outcome.findings})
+    findings: list[Finding] = [found[k] for k in sorted(found)]
+    report = Report(out, out / "REPORT.md", view.path, view.train_run, view.boundary, sections, findings, skipped,
+                    inputs.files.tables)
+    write_markdown(report, view.store)
+    return report
+
+
+def build_report(
+    store_path,
+    out_dir,
+    *,
+    boundary: int | None = None,
+    detector: str = "knee",
+    train_run=None,
+    interventions=None,
+    top_frac: float = 0.01,
+    entropy_bins: int = 10,
+    position_bins: int = 20,
+    window: int = 3,
+    n_boot: int = 1000,
+    seed: int = 0,
+    draw_figures: bool = True,
+) -> Report:
+    """Run every analysis ``store_path``'s data supports; write tables, figures and REPORT.md to ``out_dir``.
+
+    ``train_run``: the training run's store (``entropy-lens train --out RUN``) whose ``steps.parquet`` gives the
+    training curves and the stage boundary while the Δp analyses come from ``store_path`` (its sweep).
+    ``boundary``: manual stage boundary (first plateau step); otherwise the registered ``detector``.
+    ``interventions``: an interventions Parquet table; default ``STORE/interventions.parquet`` or the one in
+    the store's parent folder when present.  ``top_frac``: the per-step top-x% |Δp| that counts as a
+    significant update (paper-notes §1.7).
+    """
+    view = RunView.open(store_path, train_run, boundary=boundary, detector=detector)
+    settings = ReportSettings(top_frac=top_frac, entropy_bins=entropy_bins, position_bins=position_bins, window=window,
+                              n_boot=n_boot, seed=seed, interventions=interventions)
+    return write_report(view, out_dir, settings, draw_figures)
