@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import sys
 
-from entropy_lens.command import Command, add_dataclass_arguments, config_from_args
+from entropy_lens.command import Command, add_dataclass_arguments, config_from_args, needs_models
 from entropy_lens.errors import UserError
 
 EPILOG = """quick start:
@@ -27,7 +27,9 @@ def run_intervene(cfg) -> None:
     """The interventions experiment: sites chosen and results summarised by the analysis layer, the
     regeneration done by capture; this is the one place the two meet."""
     from entropy_lens.analysis import interventions
-    from entropy_lens.capture.intervene import intervene
+
+    with needs_models("intervene"):
+        from entropy_lens.capture.intervene import intervene
 
     print(intervene(cfg, select_sites=interventions.select_positions, summarize=interventions.summarize,
                     groups=interventions.GROUPS))
@@ -45,7 +47,7 @@ def registries() -> dict[str, list[str]]:
     from entropy_lens.capture.backends import BACKENDS, EXECUTORS, SAMPLERS
     from entropy_lens.capture.rollouts import MATCH_RULES, ROLLOUT_FORMATS
     from entropy_lens.tasks import TASKS
-    from entropy_lens.train.shaping import SHAPERS
+    from entropy_lens.train.config import SHAPERS
 
     return {"tasks": TASKS.names(), "backends": BACKENDS.names(), "samplers": SAMPLERS.names(),
             "executors": EXECUTORS.names(),

@@ -13,10 +13,17 @@ what it needs when it is called.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import types
 import typing
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from entropy_lens.errors import UserError
+
+#: What the ``models`` extra installs: the commands that load a model (train, collect, score, intervene) need
+#: them; opening, validating, reporting on and viewing a store do not.
+MODEL_PACKAGES = ("torch", "transformers", "tokenizers", "math_verify")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +32,19 @@ class Command:
     help: str
     config: type
     run: Callable[[Any], None]
+
+
+@contextlib.contextmanager
+def needs_models(command: str) -> Iterator[None]:
+    """Imports inside this block that fail for want of a :data:`MODEL_PACKAGES` package become one line
+    saying which extra to install (the CLI prints it and exits 2)."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in MODEL_PACKAGES:
+            raise
+        raise UserError(f"entropy-lens {command} needs {e.name.split('.')[0]}, which this installation lacks; "
+                        "install the models extra: pip install 'entropy-lens[models]'") from None
 
 
 def _unwrap_optional(tp: Any) -> Any:

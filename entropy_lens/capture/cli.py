@@ -9,17 +9,19 @@ analysis layer's site selection and summary; its config is :class:`~entropy_lens
 from __future__ import annotations
 
 from entropy_lens.capture.config import CollectConfig, ScoreConfig
-from entropy_lens.command import Command
+from entropy_lens.command import Command, needs_models
 
 
 def _collect(cfg: CollectConfig) -> None:
-    from entropy_lens.capture.sweep import collect
+    with needs_models("collect"):
+        from entropy_lens.capture.sweep import collect
 
     print(collect(cfg))
 
 
 def _score(cfg: ScoreConfig) -> None:
-    from entropy_lens.capture.score_rollouts import score_rollouts
+    with needs_models("score"):
+        from entropy_lens.capture.score_rollouts import score_rollouts
 
     print(score_rollouts(cfg))
 

@@ -202,6 +202,10 @@ def score_rollouts(cfg: ScoreConfig) -> ScoreSummary:
     index = index_rollouts(inputs, skip_bad_rows=cfg.skip_bad_rows)
     checkpoints = {c.step: c for c in discover(cfg.checkpoints)}
     plan = {s: inputs.rule(sorted(checkpoints), s - inputs.lag) for s in sorted(index.rows)}
+    if all(c is None for c in plan.values()):  # before the store exists: nothing is written
+        raise UserError(f"{cfg.checkpoints}: no checkpoint scores any rollout: rollout steps {sorted(plan)} "
+                        f"(policy step = step - {inputs.lag}) have none under --match {cfg.match} among checkpoint "
+                        f"steps {sorted(checkpoints)}; add the checkpoints or change --match/--policy-lag")
     summary = ScoreSummary(Path(cfg.out), inputs.fmt.name, {}, [],
                            {s: index.rows[s] for s, c in plan.items() if c is None}, cfg.match, inputs.lag,
                            bad_rows=index.bad)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from entropy_lens.command import Command
+from entropy_lens.command import Command, needs_models
 from entropy_lens.train.config import TrainConfig
 
 
 def run_train(cfg: TrainConfig) -> None:
-    from entropy_lens.train.grpo import train
+    with needs_models("train"):
+        from entropy_lens.train.grpo import train
 
     print(train(cfg))
 

@@ -8,6 +8,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from entropy_lens.registry import Registry
+
+#: Advantage shapers by name.  :mod:`entropy_lens.train.shaping` implements them (torch); they are listed here,
+#: lazily, so that the CLI and ``entropy-lens ls`` name them without importing torch.
+SHAPERS: Registry = Registry("shaper")
+SHAPERS.register_lazy("none", "entropy_lens.train.shaping:no_shaping")
+SHAPERS.register_lazy("ppl", "entropy_lens.train.shaping:ppl_shaping")
+SHAPERS.register_lazy("ppl-high", "entropy_lens.train.shaping:ppl_high_shaping")
+SHAPERS.register_lazy("position", "entropy_lens.train.shaping:position_shaping")
+SHAPERS.register_lazy("position-begin", "entropy_lens.train.shaping:position_begin_shaping")
+SHAPERS.register_lazy("entropy-top", "entropy_lens.train.shaping:entropy_top_shaping")
+SHAPERS.register_lazy("positive-only", "entropy_lens.train.shaping:positive_only_shaping")
+SHAPERS.register_lazy("negative-only", "entropy_lens.train.shaping:negative_only_shaping")
+
 
 @dataclass
 class ShapingConfig:

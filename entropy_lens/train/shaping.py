@@ -8,21 +8,19 @@ its output is detached (no gradient flows through a weight)::
 with ``advantages``, ``mask``, ``rel_pos``, ``entropy`` [B, T] (token-broadcast advantage, response mask,
 relative position r ∈ [0, 1) of §1.5, rollout-policy token entropy), ``logppl``, ``group_ids`` [B], and
 ``cfg`` a :class:`ShapingConfig`.  The trainer applies a shaper only on the steps of its window
-(``--window``); outside it the update is plain GRPO.  A new method is one more ``@SHAPERS.register``.
+(``--window``); outside it the update is plain GRPO.  The built-in shapers are registered by name in the
+torch-free :data:`entropy_lens.train.config.SHAPERS`, which imports this module on first use; a new method
+is one more ``SHAPERS.register(name)(fn)``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from entropy_lens.registry import Registry
-from entropy_lens.train.config import ShapingConfig  # noqa: F401  (the shapers' hyper-parameters)
+from entropy_lens.train.config import SHAPERS, ShapingConfig  # noqa: F401  (re-exported)
 from entropy_lens.train.core import standardized_logppl
 
-SHAPERS: Registry = Registry("shaper")
 
-
-@SHAPERS.register("none")
 def no_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
     """Plain GRPO: Ã = A."""
     return advantages
@@ -33,7 +31,6 @@ def _ppl_weight(logppl, group_ids, sign: float, cfg) -> torch.Tensor:
     return torch.clamp(1 + sign * cfg.ppl_alpha * w, cfg.ppl_min, cfg.ppl_max)
 
 
-@SHAPERS.register("ppl")
 def ppl_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
     """GRPO+PPL (paper-notes §4.1): favour low-perplexity responses.
 
@@ -46,7 +43,6 @@ def ppl_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
     return advantages * _ppl_weight(logppl, group_ids, -1.0, cfg)[:, None].to(advantages.dtype)
 
 
-@SHAPERS.register("ppl-high")
 def ppl_high_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
     """The high-PPL ablation (``use_ppl_high``): Ã = A · clamp(1 + α·w, ppl_min, ppl_max), [B, T] → [B, T]."""
     return advantages * _ppl_weight(logppl, group_ids, +1.0, cfg)[:, None].to(advantages.dtype)
@@ -58,7 +54,6 @@ def _add_bonus(advantages, mask, raw_bonus, cfg):
     return (advantages + torch.sign(advantages) * bonus) * mask
 
 
-@SHAPERS.register("position")
 def position_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
     """GRPO+POSITION (paper-notes §4.2): later tokens get more reward (A > 0) or more penalty (A < 0).
 
@@ -70,14 +65,12 @@ def position_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, c
     return _add_bonus(advantages, mask, raw.to(advantages.dtype), cfg)
 
 
-@SHAPERS.register("position-begin")
 def position_begin_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
     """The mirror of ``position``: early tokens get the bonus, b = min(α · σ(k·(0.5 − r)), cap·|A|)."""
     raw = cfg.position_alpha * torch.sigmoid(cfg.position_k * (0.5 - rel_pos))
     return _add_bonus(advantages, mask, raw.to(advantages.dtype), cfg)
 
 
-@SHAPERS.register("entropy-top")
 def entropy_top_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
     """The 80/20 method (Wang et al. 2025, arXiv 2506.01939): only the batch's top-ρ entropy tokens learn.
 
@@ -102,7 +95,6 @@ def entropy_top_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy
     return advantages * keep.view_as(advantages).to(advantages.dtype) * (n / k)
 
 
-@SHAPERS.register("positive-only")
 def positive_only_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
     """Learn from positive samples only (paper-notes §4.3 ``positive_only``): Ã = A · 1[A > 0].
 
@@ -110,7 +102,6 @@ def positive_only_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entro
     return advantages * (advantages > 0).to(advantages.dtype)
 
 
-@SHAPERS.register("negative-only")
 def negative_only_shaping(advantages, mask, *, logppl, group_ids, rel_pos, entropy, cfg):
     """Learn from negative samples only (paper-notes §4.3 ``negative_only``): Ã = A · 1[A < 0]."""
     return advantages * (advantages < 0).to(advantages.dtype)

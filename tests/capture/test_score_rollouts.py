@@ -210,10 +210,13 @@ def test_step_without_checkpoint_is_counted(tmp_path, run, capsys):
     store = entropy_lens.open(out)
     assert store.completed_steps == [10]
     assert store.manifest["info"]["unmatched_steps"] == {"5": 4}
-    # verl's lag: rollout step 10 was sampled by checkpoint 9, and there is none at or before it.
+    # verl's lag: rollout step 10 was sampled by checkpoint 9, and there is none at or before it: nothing
+    # matches, so the command fails with one line and writes no store.
     dump = write_verl(tmp_path / "v", collected.filter(pl.col("step") == 10).with_columns(step=pl.lit(9)))
-    assert score(ckpts, dump, tmp_path / "store2") == 0
-    assert "NOT SCORED: 6 rollout(s) in 1 step(s) [10]" in capsys.readouterr().out
+    assert score(ckpts, dump, tmp_path / "store2") == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint scores any rollout: rollout steps [10] (policy step = step - 1)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "store2").exists()
     assert score(ckpts, dump, tmp_path / "store3", "--policy-lag", "0") == 0
     assert "10<-10" in capsys.readouterr().out
 
