@@ -24,7 +24,7 @@ def setup(doc: str) -> tuple[argparse.Namespace, RunView]:
     ap.add_argument("store", help="Store (a collect sweep with updates, or a training run).")
     ap.add_argument("--train-run", help="Training run store: its steps.parquet gives the curves and the boundary.")
     ap.add_argument("--boundary", type=int, help="Manual stage boundary (first plateau step).")
-    ap.add_argument("--detector", default="knee", help="Stage detector when --boundary is not given.")
+    ap.add_argument("--detector", default="segmented", help="Stage detector when --boundary is not given.")
     ap.add_argument("--top-frac", type=float, default=0.01, help="Per-step top |Δp| fraction = significant update.")
     args = ap.parse_args()
     try:

@@ -188,7 +188,7 @@ def _worker(name: str, store_path: str, boundary: int | None) -> dict:
     t0 = time.perf_counter()
     if name == "step_curves":
         out = stages.step_curves(tokens=t, samples=s)
-        extra["boundary"] = stages.detect_stage_boundary(out, "knee").step
+        extra["boundary"] = stages.detect_stage_boundary(out).step
     elif name == "polarity_entropy":
         out = polarity.polarity_entropy(tokens=t, samples=s)
         polarity.polarity_rates(out, boundary)

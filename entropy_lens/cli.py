@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import sys
 
-from entropy_lens.command import Command, add_dataclass_arguments, config_from_args, needs_models
+from entropy_lens.command import Command, add_dataclass_arguments, config_from_args, escape_help, needs_models
 from entropy_lens.errors import UserError
 
 EPILOG = """quick start:
@@ -84,13 +84,14 @@ def commands() -> list[Command]:
     """Every subcommand, in the order ``entropy-lens --help`` lists them."""
     from entropy_lens.capture.cli import COLLECT, SCORE
     from entropy_lens.capture.config import InterveneConfig
-    from entropy_lens.report.cli import REPORT
+    from entropy_lens.report.cli import REPORT, STAGES
     from entropy_lens.train.cli import TRAIN
 
     return [
         TRAIN,
         COLLECT,
         SCORE,
+        STAGES,
         REPORT,
         Command("intervene", "replace high-entropy tokens by the next-best token, regenerate, and compare "
                 "accuracy by PPL and by position (Figs. 4b, 5b)", InterveneConfig, run_intervene),
@@ -105,7 +106,7 @@ def build_parser(cmds: list[Command]) -> argparse.ArgumentParser:
                                      description="Where did my RL run's entropy go, and what did it buy?")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for c in cmds:
-        p = sub.add_parser(c.name, help=c.help, description=(c.config.__doc__ or c.help).strip())
+        p = sub.add_parser(c.name, help=escape_help(c.help), description=(c.config.__doc__ or c.help).strip())
         add_dataclass_arguments(p, c.config)
     return parser
 

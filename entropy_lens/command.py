@@ -53,13 +53,18 @@ def _unwrap_optional(tp: Any) -> Any:
     return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
 
 
+def escape_help(text: str) -> str:
+    """argparse formats help strings with ``%``: a literal percent sign must be doubled."""
+    return text.replace("%", "%%")
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per dataclass field: ``--field-name`` (plus metadata ``aliases``); booleans get ``--x/--no-x``;
     metadata gives help."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = _unwrap_optional(hints[f.name])
-        help_ = f.metadata.get("help", "")
+        help_ = escape_help(f.metadata.get("help", ""))
         choices = f.metadata.get("choices")
         if f.metadata.get("positional"):
             parser.add_argument(f.name, type=tp, help=help_)

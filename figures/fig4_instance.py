@@ -1,5 +1,5 @@
 """Fig. 4 (instance level, paper-notes §2.2 G–I): (a) share of the top-|Δp| tokens by PPL bucket, (b) accuracy
-change after replacing high-entropy tokens in low- vs high-PPL samples (RUN/interventions.parquet, kind
+change after replacing high-entropy tokens in low- vs high-PPL samples (RUN/baseline/interventions.parquet, kind
 "ppl"), (c, d) accuracy and entropy vs step for the low-PPL (RUN/ppl) and high-PPL (RUN/ppl-high) weighted
 runs against the baseline.  Usage: python -m figures.fig4_instance --run data/runs/demo [--out figures/out]
 """

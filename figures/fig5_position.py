@@ -1,6 +1,6 @@
 """Fig. 5 (token level, paper-notes §2.3 J–L): (a) mean entropy vs relative position (U-curve; with Δp, also
 |Δp| by position over the run's Δp scope, as in the report), (b) accuracy change after replacing
-high-entropy tokens at the beginning vs the end (RUN/interventions.parquet, kind "position"), (c, d) accuracy,
+high-entropy tokens at the beginning vs the end (RUN/baseline/interventions.parquet, kind "position"), (c, d) accuracy,
 entropy and response length vs step for the end-bonus (RUN/position) and begin-bonus (RUN/position-begin)
 runs against the baseline.
 Usage: python -m figures.fig5_position --run data/runs/demo [--out figures/out]

@@ -27,15 +27,37 @@ RUNS = {
 }
 
 
+SEED_RUN = "baseline-seed{}"  # RUN/<name> of baseline seed s > 0; seed 0 is RUN/baseline
+
+
+def seed_runs(n: int) -> list[str]:
+    """The baseline's run names for seeds 0 … n − 1."""
+    return ["baseline"] + [SEED_RUN.format(s) for s in range(1, n)]
+
+
 def _is_store(p: Path) -> bool:
     return (p / "lens.json").is_file()
 
 
 @dataclass
 class Layout:
-    """The stores of one experiment folder ``RUN``, found by name (see figures/README.md)."""
+    """The stores of one experiment folder ``RUN``, found by name (see figures/README.md).  ``baseline``
+    names the baseline seed whose stores the per-token figures and findings read (seed 0 by default)."""
 
     root: Path
+    baseline: str = "baseline"
+
+    def seeds(self) -> list[str]:
+        """The baseline seeds present: ``baseline``, ``baseline-seed1``, … while they exist."""
+        out = []
+        for name in seed_runs(100):
+            if self.run_dir(name) is None:
+                break
+            out.append(name)
+        return out
+
+    def for_seed(self, name: str) -> "Layout":
+        return Layout(self.root, name)
 
     def run_dir(self, name: str) -> Path | None:
         """``RUN/<name>``; for the baseline also ``RUN`` itself when it is a training store (make_all's layout)."""
@@ -51,8 +73,9 @@ class Layout:
         return entropy_lens.open(d) if d is not None else None
 
     def sweep_dir(self) -> Path | None:
-        """The collect store of the baseline: ``RUN/baseline/sweep`` (or ``RUN/sweep``)."""
-        return next((p for p in (self.root / "baseline" / "sweep", self.root / "sweep") if _is_store(p)), None)
+        """The collect store of the baseline: ``RUN/<baseline>/sweep`` (or ``RUN/sweep`` for seed 0)."""
+        found = [self.root / self.baseline / "sweep"] + ([self.root / "sweep"] if self.baseline == "baseline" else [])
+        return next((p for p in found if _is_store(p)), None)
 
     def sweep(self):
         d = self.sweep_dir()
@@ -62,11 +85,11 @@ class Layout:
     def view(self) -> RunView | None:
         """The run context of the per-token figures: the sweep (it has Δp), else the baseline training store,
         with the baseline training run for the curves and the stage boundary; None when there is neither."""
-        store_dir, base_dir = self.sweep_dir(), self.run_dir("baseline")
+        store_dir, base_dir = self.sweep_dir(), self.run_dir(self.baseline)
         store_dir = store_dir or base_dir
         if store_dir is None:
             return None
-        base = self.run("baseline")
+        base = self.run(self.baseline)
         train = base_dir if base is not None and base_dir != store_dir and base.manifest.get("kind") == "train" else None
         return RunView.open(store_dir, train)
 
@@ -85,10 +108,16 @@ class Layout:
             return None
         return s.steps.collect()
 
+    def interventions_path(self) -> Path | None:
+        """The baseline seed's ``RUN/<baseline>/interventions.parquet`` (written by ``entropy-lens intervene``;
+        ``RUN/interventions.parquet`` too for seed 0, an older layout), when present."""
+        found = [self.root / self.baseline / INTERVENTIONS_FILE]
+        found += [self.root / INTERVENTIONS_FILE] if self.baseline == "baseline" else []
+        return next((p for p in found if p.is_file()), None)
+
     def interventions(self) -> pl.DataFrame | None:
-        """``RUN/interventions.parquet`` (written by ``entropy-lens intervene``), when present."""
-        p = self.root / INTERVENTIONS_FILE
-        return read_interventions(p) if p.is_file() else None
+        p = self.interventions_path()
+        return read_interventions(p) if p is not None else None
 
     def method_steps(self, names) -> pl.DataFrame | None:
         """Long table (run, step, metrics...) of the named runs that exist and have a training log."""
@@ -146,7 +175,7 @@ def intervention_panel(figs: Figures, lay: Layout, kind: str, name: str, by: str
     iv = lay.interventions()
     rows = iv.filter(pl.col("kind") == kind) if iv is not None else None
     if rows is None or rows.height == 0:
-        figs.skip(name, f"no RUN/interventions.parquet rows with kind = '{kind}' (run `entropy-lens intervene`)")
+        figs.skip(name, f"no RUN/baseline/interventions.parquet rows with kind = '{kind}' (run `entropy-lens intervene`)")
     else:
         figs.save(name, plot_intervention(rows, title=f"Accuracy change after replacing high-entropy tokens, by {by}"))
 

@@ -1,26 +1,29 @@
-"""FINDINGS.md: each finding of the paper (paper-notes §0, §2, §3), what this run shows, and a verdict.
+"""FINDINGS.md: each finding of the paper (paper-notes §0, §2, §3), what each baseline seed shows, and verdicts.
 
-``write_findings(run_dir, out_path)`` reads the run layout of figures/README.md.  Findings A–H, J, K come
-from the report (:func:`entropy_lens.report.build.write_report`) on the run's RunView: the baseline's sweep
-with the baseline training run for curves and the stage boundary, and RUN/interventions.parquet; I, L and M
-compare the training logs of the method runs from the run's late-training start.  Each verdict is
+``write_findings(run_dir, out_path)`` reads the run layout of figures/README.md.  For every baseline seed
+(``RUN/baseline``, ``RUN/baseline-seed1``, …) findings A–H, J, K come from the report
+(:func:`entropy_lens.report.build.write_report`) on that seed's RunView: its sweep with its training run for
+the curves and the stage boundary, and its interventions.  I, L and M compare the training logs of the
+method runs (one seed each, branched from seed 0) from seed 0's late-training start.  Each verdict is
 "agrees", "does not agree" or "not measured (why)", decided by the rule printed under it
-(:data:`entropy_lens.analysis.findings.RULES`).  A finding this run does not reproduce is reported, not hidden.
+(:data:`entropy_lens.analysis.findings.RULES`); a stage-conditioned verdict also says whether it survives
+moving the boundary to either end of its 95% interval.  A finding counts as reproduced only when it agrees
+on every seed.  A finding this run does not reproduce is reported, not hidden.
 Usage: python -m figures.findings --run data/runs/demo [--out figures/out/FINDINGS.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
 
-from entropy_lens.analysis.context import INTERVENTIONS_FILE
 from entropy_lens.analysis.findings import (
     AGREES,
-    DISAGREES,
-    NOT_MEASURED,
+    CLAIMS,
+    RULES,
     Finding,
     finding_I,
     finding_L,
@@ -31,55 +34,91 @@ from entropy_lens.report.build import write_report
 from entropy_lens.report.sections import ReportSettings
 from figures.figlib import RUNS, Layout
 
+PER_SEED = "ABCDEFGHJK"  # from each seed's report; I, L, M compare the method runs (one seed)
 
-def evaluate(run_dir) -> tuple[list[Finding], list[str]]:
-    """All findings for ``run_dir`` (sorted by letter) and notes on where the inputs came from."""
-    lay = Layout(Path(run_dir))
+
+@dataclasses.dataclass
+class SeedResult:
+    name: str
+    findings: dict[str, Finding]
+    boundary: str  # how the seed's stage boundary reads, for the notes
+
+
+def seed_findings(lay: Layout) -> SeedResult:
+    """Findings A–H, J, K of one baseline seed, from its report (nothing of the report is kept)."""
     view = lay.view
-    notes: list[str] = []
-    found: dict[str, Finding] = {}
     if view is None:
-        for k in "ABCDEFGHJK":
-            found[k] = not_measured(k, f"no baseline store or sweep under {run_dir}")
+        why = f"no `{lay.baseline}` store or sweep under {lay.root}"
+        return SeedResult(lay.baseline, {k: not_measured(k, why) for k in PER_SEED}, "none (no stores)")
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = write_report(view, tmp, ReportSettings(interventions=lay.interventions_path()), draw_figures=False)
+    b = rep.boundary
+    if b is None:
+        text = f"none ({view.boundary_reason}); stage-specific findings pool all steps"
     else:
-        iv = Path(run_dir) / INTERVENTIONS_FILE
-        with tempfile.TemporaryDirectory() as tmp:
-            rep = write_report(view, tmp, ReportSettings(interventions=iv if iv.is_file() else None), draw_figures=False)
-        found.update({f.key: f for f in rep.findings})
-        notes.append(f"Per-token findings from `{view.path}`"
-                     + (f" with the training run `{view.train_run}`" if view.train_run else "") + ".")
-        if rep.boundary is not None:
-            how = "manual" if rep.boundary.detector == "manual" else f"detector `{rep.boundary.detector}`"
-            notes.append(f"Stage boundary: step {rep.boundary.step} ({how}).")
-        else:
-            notes.append("Stage boundary: none (too few steps); stage-specific findings pool all steps.")
-        notes += [f"Skipped in the report — {n}: {w}." for n, w in rep.skipped]
+        ci = f", 95% CI {b.ci[0]}–{b.ci[1]}" if b.ci else ""
+        text = f"step {b.step} (detector `{b.detector}`{ci})"
+    return SeedResult(lay.baseline, {f.key: f for f in rep.findings}, text)
+
+
+def method_findings(lay: Layout) -> tuple[dict[str, Finding], str]:
+    """I, L, M from the method runs' training logs, late training from seed 0's boundary, with their verdicts
+    at both ends of the boundary's interval."""
+    view = lay.view
     runs = {n: lay.steps(n) for n in RUNS if lay.steps(n) is not None}
     start = view.late_start() if view is not None else None
-    notes.append(f"Training logs found: {', '.join(f'RUN/{n}' for n in runs) or 'none'}; late training = "
-                 + (f"steps ≥ {start}." if start is not None else "all steps."))
-    found["I"] = finding_I(runs, start)
-    found["L"] = finding_L(runs, start)
-    found["M"] = finding_M(runs, start)
-    return [found[k] for k in sorted(found)], notes
+    rules = {"I": finding_I, "L": finding_L, "M": finding_M}
+    found = {k: rule(runs, start) for k, rule in rules.items()}
+    b = view.boundary if view is not None else None
+    if b is not None and b.ci is not None:
+        lo, hi = b.ci
+        found = {k: dataclasses.replace(f, at_ci_ends=((lo, rules[k](runs, lo).verdict), (hi, rules[k](runs, hi).verdict)))
+                 for k, f in found.items()}
+    note = (f"Training logs found: {', '.join(f'RUN/{n}' for n in runs) or 'none'}; late training = "
+            + (f"steps ≥ {start}." if start is not None else "all steps."))
+    return found, note
+
+
+def cell(f: Finding) -> str:
+    return f.verdict_text + (f"; {f.sensitivity}" if f.sensitivity else "")
+
+
+def reproduced(findings: list[Finding]) -> str:
+    k = sum(f.verdict == AGREES for f in findings)
+    return f"{'yes' if k == len(findings) else 'no'} ({k}/{len(findings)} seed{'s' if len(findings) > 1 else ''})"
 
 
 def write_findings(run_dir, out_path) -> Path:
-    findings, notes = evaluate(run_dir)
+    lay = Layout(Path(run_dir))
+    seeds = [seed_findings(lay.for_seed(name)) for name in (lay.seeds() or ["baseline"])]
+    methods, method_note = method_findings(lay)
+    keys = sorted(set(PER_SEED) | set(methods))
+    per_key = {k: [s.findings[k] for s in seeds] if k in PER_SEED else [methods[k]] for k in keys}
+    n_repro = sum(all(f.verdict == AGREES for f in per_key[k]) for k in keys)
+    head = [f"seed {i}" for i in range(len(seeds))]
+    lines = [f"# Findings of Deng et al. (2025) on `{run_dir}`", "",
+             f"- Baseline seeds: {', '.join(f'`RUN/{s.name}`' for s in seeds)} (they share the SFT warm-up; the RL "
+             "steps and held-out evaluations draw from each seed). The method runs (I, L, M) are one seed each, "
+             "branched from seed 0.",
+             *[f"- Stage boundary, seed {i}: {s.boundary}." for i, s in enumerate(seeds)],
+             f"- {method_note}", "",
+             f"{n_repro} of {len(keys)} findings reproduced (agree on every seed they were measured on). Intervals "
+             "are 95% CIs; the rule under each finding decides its verdict; \"robust\" means the verdict is the same "
+             "with the stage boundary at either end of its 95% interval.", "",
+             "| | finding | " + " | ".join(head) + " | reproduced |", "|---|---|" + "---|" * (len(seeds) + 1)]
+    for k in keys:
+        cells = [cell(f) for f in per_key[k]] + ["—"] * (len(seeds) - len(per_key[k]))
+        lines.append(f"| {k} | {CLAIMS[k]} | " + " | ".join(cells) + f" | {reproduced(per_key[k])} |")
+    lines += ["", "## Details", ""]
+    for k in keys:
+        lines.append(f"- **{k}. {CLAIMS[k]}.** Rule: {RULES[k]}.")
+        for i, f in enumerate(per_key[k]):
+            who = f"seed {i}" if k in PER_SEED else "method runs"
+            lines.append(f"  - {who}: {f.measured} Verdict: **{cell(f)}**.")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Findings of Deng et al. (2025) on `{run_dir}`", ""]
-    lines += [f"- {n}" for n in notes]
-    counts = {v: sum(f.verdict == v for f in findings) for v in (AGREES, DISAGREES, NOT_MEASURED)}
-    lines += ["", f"{counts[AGREES]} agree, {counts[DISAGREES]} do not agree, {counts[NOT_MEASURED]} not measured. "
-              "Intervals are 95% CIs; the rule under each finding decides its verdict.", "",
-              "| | finding | verdict |", "|---|---|---|"]
-    lines += [f"| {f.key} | {f.claim} | {f.verdict_text} |" for f in findings]
-    lines += ["", "## Details", ""]
-    lines += [f.markdown() for f in findings]
     out.write_text("\n".join(lines) + "\n")
-    print(f"findings: {out} ({counts[AGREES]} agree, {counts[DISAGREES]} do not agree, "
-          f"{counts[NOT_MEASURED]} not measured)")
+    print(f"findings: {out} ({n_repro} of {len(keys)} reproduced on {len(seeds)} seed(s))")
     return out
 
 

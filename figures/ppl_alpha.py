@@ -36,7 +36,7 @@ from entropy_lens.errors import UserError
 from entropy_lens.plots import methods as method_plots
 from figures import table1
 from figures.figlib import RUNS, Figures, Layout
-from figures.make_all import cli, run_side_by_side
+from figures.make_all import Stage, cli, run_stages
 
 HERE = Path(__file__).resolve().parent
 DATASET = "arith"
@@ -77,20 +77,21 @@ def train_and_collect(run_dir: Path, alphas: list[float], jobs: int) -> dict[str
                                      "--ppl-alpha", str(a), "--from", str(step0), "--steps", str(final),
                                      "--save-every", "10", "--eval-every", "10")
               for a in alphas if table1.final_step(run_dir, runs[label(a)]) != final}
+    t0 = time.perf_counter()
     if trains:
-        run_side_by_side(trains, logs, jobs)
+        run_stages([Stage(name, lambda cmd=cmd: cmd) for name, cmd in trains.items()], logs, jobs, t0)
     collects = {f"bench-{run.replace('/', '-')}-{DATASET}":
                 cli("collect", str(run_dir / run), "--dataset", DATASET, "--out",
                     str(table1.bench_dir(run_dir, run, DATASET)), "--steps", str(final), "--no-updates")
                 for run in runs.values() if table1.find_store(run_dir, run, DATASET, final) is None}
     if collects:
-        run_side_by_side(collects, logs, jobs)
+        run_stages([Stage(name, lambda cmd=cmd: cmd) for name, cmd in collects.items()], logs, jobs, t0)
     return runs
 
 
 def summary(run_dir: Path, runs: dict[str, str], boundary=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(per-run table, paired differences from GRPO, long step curves) from the stores of ``runs``; the
-    plateau starts at ``boundary`` (default: the knee of the baseline's curves)."""
+    plateau starts at ``boundary`` (default: the stage boundary of the baseline's curves)."""
     if boundary is None:
         boundary = Layout(run_dir).boundary
     frames, rows, curves = [], [], []
@@ -126,7 +127,7 @@ def markdown(run_dir: Path, table: pl.DataFrame, diffs: pl.DataFrame, boundary) 
              f"long as it. Acc@{table1.K} on `{DATASET}` at the final step, 95% bootstrap CI over problems; Δ "
              "paired by problem. *Changed*: share of trained tokens whose advantage moved (|Ã − A| > 1e-6·|A|); "
              "*rel. change*: Σ|Ã − A| / Σ|A|; *Ã/A*: the 5–95% range of the token ratio. Plateau entropy: mean "
-             f"batch entropy from the knee (step {getattr(boundary, 'step', '–')}) on.", "",
+             f"batch entropy from the stage boundary (step {getattr(boundary, 'step', '–')}) on.", "",
              f"| run | α | changed | rel. change | Ã/A (5–95%) | Acc@{table1.K} | Δ vs GRPO (pp) | plateau entropy |",
              "|---|---|---|---|---|---|---|---|"]
     for r in table.iter_rows(named=True):

@@ -3,7 +3,7 @@
 :class:`RunView` is the single answer, computed once and handed to every consumer (the report, the figure
 scripts, the paper's analysis scripts)::
 
-    view = RunView.open("RUN/baseline/sweep", train_run="RUN/baseline")   # detector "knee" unless boundary=
+    view = RunView.open("RUN/baseline/sweep", train_run="RUN/baseline")   # detector "segmented" unless boundary=
     view.boundary            # StageBoundary (first plateau step) or None, with view.boundary_reason
     view.delta_p_scope       # DeltaPScope: the plateau when it has Δp rows, else all steps; .kwargs
     updates.update_by_entropy_bin(tokens=view.tokens_by_step, updates=view.updates_by_step,
@@ -19,6 +19,7 @@ one, else of the store alone: a sweep's held-out samples never fill gaps in a tr
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -74,6 +75,14 @@ def late_start(steps: pl.DataFrame | None, boundary) -> int | None:
     return int(np.median(s)) if s.size else None
 
 
+def no_clear_break(found: stages.StageBoundary) -> str:
+    """Why a detector's break is not used: its slopes do not differ (the fit's test of a straight line)."""
+    f = found.fit
+    return (f"no clear break in {found.column} (detector `{found.detector}`): the best break, step {f.boundary}, has "
+            f"slopes {f.rising_slope.estimate:.3g} and {f.plateau_slope.estimate:.3g} per step, which a straight "
+            f"line explains as well (p = {f.p_value:.2f})")
+
+
 def read_interventions(path: Path) -> pl.DataFrame:
     """Read an interventions table (columns: kind, group, n, accuracy_before, accuracy_after, delta_accuracy,
     ci_low, ci_high); a malformed one is a :class:`UserError`."""
@@ -104,10 +113,11 @@ class RunView:
     train_run: Path | None = None
     train: Store | None = None
     manual_boundary: int | None = None
-    detector: str = "knee"
+    detector: str = stages.DEFAULT_DETECTOR
 
     @classmethod
-    def open(cls, store, train_run=None, *, boundary: int | None = None, detector: str = "knee") -> "RunView":
+    def open(cls, store, train_run=None, *, boundary: int | None = None,
+             detector: str = stages.DEFAULT_DETECTOR) -> "RunView":
         """Open ``store`` (and ``train_run``, which must be a training run); an unknown ``detector`` fails here."""
         st = open_store(store, "store")
         train = open_store(train_run, "--train-run") if train_run is not None else None
@@ -185,9 +195,16 @@ class RunView:
         if self.manual_boundary is not None:
             return stages.detect_stage_boundary(self.curves, boundary=self.manual_boundary), ""
         try:
-            return stages.detect_stage_boundary(self.curves, self.detector), ""
+            found = stages.detect_stage_boundary(self.curves, self.detector)
         except UserError as e:  # curves too short: no boundary, and why
             return None, str(e)
+        if not found.clear:
+            return None, no_clear_break(found)
+        return found, ""
+
+    def with_boundary(self, step: int) -> "RunView":
+        """The same run with the boundary set to ``step`` (a manual boundary), e.g. an end of its interval."""
+        return dataclasses.replace(self, manual_boundary=int(step))
 
     @property
     def boundary(self) -> stages.StageBoundary | None:
@@ -225,3 +242,35 @@ class RunView:
             return p
         return next((p for p in (self.path / INTERVENTIONS_FILE, self.path.parent / INTERVENTIONS_FILE)
                      if p.is_file()), None)
+
+
+def source_curves(source) -> tuple[pl.DataFrame, str]:
+    """The per-step curves of ``source`` for stage detection, and what they were read from.
+
+    ``source``: a store folder (a training run, whose log and rollouts give the curves, or a sweep), a
+    ``steps.parquet`` file, or a folder holding one.  Besides :func:`~entropy_lens.analysis.stages.step_curves`'
+    columns, every numeric column of the training log is kept, so any logged metric can be segmented.
+    """
+    path = Path(source)
+    if path.is_dir() and (path / "lens.json").is_file():
+        view = RunView.open(path)
+        curves, steps, what = view.curves, view.steps, f"store {path} ({view.kind})"
+    else:
+        file = path / "steps.parquet" if path.is_dir() else path
+        if not file.is_file() or file.suffix != ".parquet":
+            raise UserError(f"{source}: not a store, a steps.parquet file or a folder holding one; point at a "
+                            "training run folder (`entropy-lens train --out RUN`), a store, or RUN/steps.parquet")
+        try:
+            steps = pl.scan_parquet(file)
+            names = steps.collect_schema().names()
+        except Exception as e:  # noqa: BLE001  (pyarrow / polars raise several types for a bad file)
+            raise UserError(f"{file}: unreadable Parquet file ({str(e).splitlines()[0]})") from None
+        if "step" not in names:
+            raise UserError(f"{file}: no 'step' column; expected a training log with one row per step")
+        curves, what = stages.step_curves(steps=steps), f"training log {file}"
+    if steps is not None:
+        schema = steps.collect_schema()
+        extra = [c for c, t in schema.items() if c not in curves.columns and t.is_numeric()]
+        if extra:
+            curves = curves.join(steps.select(pl.col("step").cast(pl.Int64), *extra).collect(), on="step", how="left")
+    return curves, what

@@ -88,6 +88,9 @@ class Finding:
     measured: str
     verdict: str
     why: str = ""
+    #: for a stage-conditioned finding, the verdicts with the boundary at the low and the high end of its 95%
+    #: interval ((step, verdict) each); None when the finding does not depend on the boundary or it has no CI
+    at_ci_ends: tuple[tuple[int, str], tuple[int, str]] | None = None
 
     @property
     def claim(self) -> str:
@@ -101,9 +104,21 @@ class Finding:
     def verdict_text(self) -> str:
         return f"{self.verdict} ({self.why})" if self.why else self.verdict
 
+    @property
+    def sensitivity(self) -> str | None:
+        """"robust" when the verdict is the same with the boundary at both ends of its CI, "sensitive to the
+        boundary" (with the two verdicts) otherwise; None when not checked."""
+        if self.at_ci_ends is None:
+            return None
+        (lo, v_lo), (hi, v_hi) = self.at_ci_ends
+        if v_lo == v_hi == self.verdict:
+            return "robust"
+        return f"sensitive to the boundary ({v_lo} at step {lo}, {v_hi} at step {hi})"
+
     def markdown(self) -> str:
+        robust = f" Boundary: {self.sensitivity}." if self.sensitivity else ""
         return (f"- **{self.key}. {self.claim}.** {self.measured}\n"
-                f"  - Verdict: **{self.verdict_text}**. Rule: {self.rule}.")
+                f"  - Verdict: **{self.verdict_text}**.{robust} Rule: {self.rule}.")
 
 
 def not_measured(key: str, why: str) -> Finding:
@@ -161,9 +176,10 @@ def check_all(*checks: tuple[str, Estimate, str]) -> tuple[bool, str]:
 # ------------------------------------------------------------------------------------------------ findings
 
 
-def finding_A(pol: pl.DataFrame, boundary, n_boot: int = 1000, seed: int = 0) -> Finding:
-    """A, from ``polarity_entropy`` output and the boundary: the rising stage's mean H_neg − H_pos (bootstrap
-    over steps) and the slope of that difference (``polarity_rates``); needs ≥ 3 rising steps with both."""
+def finding_A(pol: pl.DataFrame, boundary, n_boot: int = 1000, seed: int = 0, source: str = "") -> Finding:
+    """A, from ``polarity_entropy`` output (or the training log's, ``polarity_from_log``) and the boundary: the
+    rising stage's mean H_neg − H_pos (bootstrap over steps) and the slope of that difference
+    (``polarity_rates``); needs ≥ 3 rising steps with both.  ``source`` names where ``pol`` came from."""
     if boundary is None:
         return not_measured("A", "no stage boundary")
     b = int(boundary)
@@ -182,7 +198,8 @@ def finding_A(pol: pl.DataFrame, boundary, n_boot: int = 1000, seed: int = 0) ->
         Estimate(float("nan"), float("nan"), float("nan"), 0)
     slopes = {p: rates.filter((pl.col("stage") == "rising") & (pl.col("polarity") == p)) for p in ("negative", "positive")}
     sl = "; ".join(f"{p} slope {fmt(t['slope'][0])} nats/step" for p, t in slopes.items() if t.height)
-    measured = (f"Rising stage (steps < {b}): H_neg − H_pos = {fmt_est(level)} nats (steps); slope of the difference "
+    measured = (("From " + source + ". " if source else "") +
+                f"Rising stage (steps < {b}): H_neg − H_pos = {fmt_est(level)} nats (steps); slope of the difference "
                 f"{fmt_est(slope, 4)} nats/step ({sl}).")
     ok, why = check_all(("level", level, ">"), ("slope", slope, "<"))
     return Finding("A", measured, AGREES if ok else DISAGREES, why)

@@ -93,3 +93,17 @@ def polarity_rates(
     schema = dict(stage=pl.Utf8, polarity=pl.Utf8, slope=pl.Float64, ci_low=pl.Float64, ci_high=pl.Float64,
                   n=pl.Int64, start=pl.Float64, end=pl.Float64)
     return pl.DataFrame(rows, schema=schema)
+
+
+def polarity_from_log(steps: pl.DataFrame) -> pl.DataFrame | None:
+    """The training log's per-step token-mean entropy of positive and negative samples (``entropy_pos`` /
+    ``entropy_neg``, logged at every training step) in :func:`polarity_entropy`'s long layout: ``step``,
+    ``polarity``, ``entropy_token_mean``; None when the log lacks either column or has no value in it."""
+    if not {"entropy_pos", "entropy_neg"} <= set(steps.columns):
+        return None
+    long = pl.concat([
+        steps.select(pl.col("step").cast(pl.Int64), pl.lit(pol).alias("polarity"),
+                     pl.col(col).cast(pl.Float64).alias("entropy_token_mean"))
+        for pol, col in (("positive", "entropy_pos"), ("negative", "entropy_neg"))
+    ]).drop_nulls("entropy_token_mean").sort("step", "polarity")
+    return long if long.height else None

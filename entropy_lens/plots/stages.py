@@ -19,9 +19,10 @@ from entropy_lens.plots.style import (
 ACCURACY_LABELS = {"accuracy": "accuracy (training batch)", "eval_accuracy": "accuracy (held-out)"}
 
 
-def plot_entropy_accuracy(curves, boundary: int | None = None, accuracy_cols=None, title: str | None = None):
+def plot_entropy_accuracy(curves, boundary: int | None = None, accuracy_cols=None, title: str | None = None,
+                          boundary_ci: tuple[int, int] | None = None):
     """Fig. 1: policy entropy (left axis, nats) and accuracy (right axis) vs step, red line at the boundary
-    (``boundary``: the first plateau step).
+    (``boundary``: the first plateau step) over a band of its 95% interval ``boundary_ci``.
 
     ``curves`` is :func:`entropy_lens.analysis.stages.step_curves` output, optionally with more accuracy
     columns (one per benchmark: pass their names in ``accuracy_cols``; default: ``accuracy`` and
@@ -45,11 +46,50 @@ def plot_entropy_accuracy(curves, boundary: int | None = None, accuracy_cols=Non
                      label=ACCURACY_LABELS.get(c, c))
         ax2.set_ylabel("accuracy (fraction correct)")
         ax2.spines["right"].set_visible(True)
-        mark_boundary(ax, boundary)
+        mark_boundary(ax, boundary, ci=boundary_ci)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
         ax.set_title(title or "Entropy and accuracy during training")
+        fig.tight_layout()
+    return fig
+
+
+def plot_seed_curves(curves, boundaries: dict, metrics=("entropy", "eval_accuracy")):
+    """Fig. 1 over seeds: one panel per metric, a thin line per seed and the band between the seeds' lowest
+    and highest value at each step; each seed's stage boundary as a line in its colour, over a band of its
+    95% interval.
+
+    ``curves``: long table with ``seed`` (a label), ``step`` and the ``metrics`` (step_curves columns of each
+    seed's run); ``boundaries``: seed label → (first plateau step, (ci low, ci high) or None), or None for a
+    seed without a boundary.
+    """
+    df = as_frame(curves).sort("seed", "step")
+    shown = [m for m in metrics if m in df.columns and df[m].drop_nulls().len()]
+    seeds = df["seed"].unique(maintain_order=True).to_list()
+    with lens_style():
+        fig, axes = new_figure(1, len(shown), width=4.2, squeeze=False)
+        for ax, metric in zip(axes[0], shown):
+            d = df.drop_nulls(metric)
+            band = d.group_by("step").agg(pl.col(metric).min().alias("lo"), pl.col(metric).max().alias("hi")).sort("step")
+            ax.fill_between(band["step"], band["lo"], band["hi"], color="#999999", alpha=0.25, linewidth=0,
+                            label=f"range over {len(seeds)} seeds")
+            for i, seed in enumerate(seeds):
+                color = PALETTE[i % len(PALETTE)]
+                s = d.filter(pl.col("seed") == seed)
+                dense = s.height > 0.5 * df.filter(pl.col("seed") == seed).height
+                ax.plot(s["step"], s[metric], color=color, linewidth=0.9, marker=None if dense else "o",
+                        markersize=2.5, label=str(seed))
+                found = boundaries.get(seed)
+                if found is not None:
+                    step, ci = found
+                    ax.axvline(step, color=color, linewidth=1.0, linestyle="--", zorder=5)
+                    if ci is not None and ci[1] > ci[0]:
+                        ax.axvspan(ci[0], ci[1], color=color, alpha=0.08, linewidth=0, zorder=0)
+            ax.set_xlabel(STEP_LABEL)
+            ax.set_ylabel(ENTROPY_LABEL if metric == "entropy" else ACCURACY_LABELS.get(metric, metric))
+        axes[0][0].legend(loc="upper center", bbox_to_anchor=(0.5 * len(shown), -0.2), ncol=len(seeds) + 1, frameon=False)
+        fig.suptitle("Entropy and accuracy over seeds (dashed: each seed's stage boundary and its 95% CI)")
         fig.tight_layout()
     return fig
 

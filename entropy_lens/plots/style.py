@@ -53,13 +53,17 @@ def new_figure(nrows: int = 1, ncols: int = 1, width: float = 4.2, height: float
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kw)
 
 
-def mark_boundary(ax, step: int | None, label: bool = True) -> None:
-    """Red vertical line at the rising → plateau transition, ``step`` = the first plateau step; no-op for None."""
+def mark_boundary(ax, step: int | None, label: bool = True, ci: tuple[int, int] | None = None) -> None:
+    """Red vertical line at the rising → plateau transition, ``step`` = the first plateau step, and a light
+    band over its 95% interval ``ci`` when given; no-op for None."""
     if step is None:
         return
     step = int(step)
     ax.axvline(step, color=BOUNDARY_COLOR, linewidth=1.2, linestyle="-", zorder=5,
                label=f"stage boundary (step {step})" if label else None)
+    if ci is not None and ci[1] > ci[0]:
+        ax.axvspan(ci[0], ci[1], color=BOUNDARY_COLOR, alpha=0.12, linewidth=0, zorder=0,
+                   label=f"95% CI of the boundary ({ci[0]}–{ci[1]})" if label else None)
 
 
 def as_frame(table, name: str = "table") -> pl.DataFrame:

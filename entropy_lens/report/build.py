@@ -8,13 +8,14 @@ writes the folder :mod:`entropy_lens.report.document` describes.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from entropy_lens.analysis.context import RunView
 from entropy_lens.analysis.findings import Finding
 from entropy_lens.errors import UserError
-from entropy_lens.report.document import Report, SectionFiles, write_markdown
-from entropy_lens.report.sections import ORDER, SECTIONS, ReportSettings, SectionInputs
+from entropy_lens.report.document import DiscardedFiles, Report, SectionFiles, write_markdown
+from entropy_lens.report.sections import ORDER, SECTIONS, STAGE_CONDITIONED, ReportSettings, SectionInputs
 
 
 def write_report(view: RunView, out_dir, settings: ReportSettings = ReportSettings(),
@@ -34,6 +35,7 @@ def write_report(view: RunView, out_dir, settings: ReportSettings = ReportSettin
             sections.append(outcome.section)
         skipped += outcome.skipped
         found.update({f.key: f for f in outcome.findings})
+    found = with_boundary_sensitivity(found, view, settings)
     findings: list[Finding] = [found[k] for k in sorted(found)]
     report = Report(out, out / "REPORT.md", view.path, view.train_run, view.boundary, sections, findings, skipped,
                     inputs.files.tables)
@@ -41,12 +43,30 @@ def write_report(view: RunView, out_dir, settings: ReportSettings = ReportSettin
     return report
 
 
+def verdicts_at(view: RunView, step: int, settings: ReportSettings) -> dict[str, str]:
+    """The stage-conditioned sections' verdicts with the boundary set to ``step`` (nothing is written)."""
+    inputs = SectionInputs(view.with_boundary(step), settings, DiscardedFiles())
+    return {f.key: f.verdict for name in STAGE_CONDITIONED for f in SECTIONS.get(name)(inputs).findings}
+
+
+def with_boundary_sensitivity(found: dict[str, Finding], view: RunView, settings: ReportSettings) -> dict[str, Finding]:
+    """``found`` with each stage-conditioned finding's verdicts at both ends of the boundary's 95% interval
+    (:attr:`Finding.at_ci_ends`); unchanged when the boundary has no interval (a manual or knee boundary)."""
+    b = view.boundary
+    if b is None or b.ci is None:
+        return found
+    lo, hi = b.ci
+    at_lo, at_hi = verdicts_at(view, lo, settings), verdicts_at(view, hi, settings)
+    return {k: dataclasses.replace(f, at_ci_ends=((lo, at_lo[k]), (hi, at_hi[k]))) if k in at_lo and k in at_hi else f
+            for k, f in found.items()}
+
+
 def build_report(
     store_path,
     out_dir,
     *,
     boundary: int | None = None,
-    detector: str = "knee",
+    detector: str = "segmented",
     train_run=None,
     interventions=None,
     top_frac: float = 0.01,

@@ -20,8 +20,8 @@ class ReportConfig:
                                                                    "Δp analyses come from STORE (its sweep)."})
     boundary: int | None = field(default=None, metadata={"help": "Manual stage boundary: the first plateau step "
                                                                  "(overrides --detector)."})
-    detector: str = field(default="knee", metadata={"help": "Registered stage detector (knee, slope; see "
-                                                            "`entropy-lens ls`)."})
+    detector: str = field(default="segmented", metadata={"help": "Registered stage detector (`entropy-lens ls` "
+                                                                 "lists them)."})
     interventions: str | None = field(default=None, metadata={"help": "Interventions table (Parquet; default: "
                                                                       "interventions.parquet in STORE or its parent)."})
     top_frac: float = field(default=0.01, metadata={"help": "Per-step top fraction of |Δp| counted as a significant "
@@ -47,5 +47,32 @@ def run_report(cfg: ReportConfig) -> None:
     print(rep)
 
 
+@dataclass
+class StagesConfig:
+    """``entropy-lens stages SOURCE``: where the rising stage ends — the break in a run's curve with its 95%
+    interval, the slopes before and after it, and whether the break is clear at all."""
+
+    source: str = field(metadata={"help": "A training run folder, a store, or a steps.parquet file.",
+                                  "positional": True})
+    detector: str = field(default="segmented", metadata={"help": "Registered stage detector (`entropy-lens ls` "
+                                                                 "lists them)."})
+    column: str = field(default="entropy", metadata={"help": "The curve to segment: a column of the run's "
+                                                             "per-step curves or training log."})
+    json: bool = field(default=False, metadata={"help": "Print one JSON object instead of a paragraph."})
+
+
+def run_stages(cfg: StagesConfig) -> None:
+    import json
+
+    from entropy_lens.analysis.context import source_curves
+    from entropy_lens.analysis.stages import boundary_paragraph, boundary_summary, detect_stage_boundary
+
+    curves, what = source_curves(cfg.source)
+    summary = boundary_summary(curves, detect_stage_boundary(curves, cfg.detector, column=cfg.column))
+    print(json.dumps({**summary, "source": what}) if cfg.json else f"{what}: {boundary_paragraph(summary)}")
+
+
+STAGES = Command("stages", "find the rising → plateau break of a run's curve, with its 95% interval", StagesConfig,
+                 run_stages)
 REPORT = Command("report", "analyse a store: stage boundary, the paper's tables and figures, REPORT.md",
                  ReportConfig, run_report)

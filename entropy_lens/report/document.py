@@ -87,6 +87,17 @@ class SectionFiles:
             plt.close(fig)
 
 
+class DiscardedFiles(SectionFiles):
+    """Tables and figures that are computed but neither written nor drawn: the sections' re-runs with the
+    boundary at the ends of its interval need only their findings."""
+
+    def __init__(self):
+        super().__init__(Path("."), draw=False)
+
+    def table(self, section: Section, name: str, df: pl.DataFrame) -> pl.DataFrame:
+        return df
+
+
 def path_in(p: Path, root: Path) -> str:
     """``p`` relative to ``root`` when it is under it, else ``p`` as given."""
     try:

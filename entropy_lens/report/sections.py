@@ -16,7 +16,7 @@ from typing import Callable
 
 import polars as pl
 
-from entropy_lens.analysis import categories, defects, instance, polarity, position, updates, vocab
+from entropy_lens.analysis import categories, defects, instance, polarity, position, stages, updates, vocab
 from entropy_lens.analysis.context import RunView, read_interventions
 from entropy_lens.analysis.findings import (
     Finding,
@@ -83,13 +83,19 @@ class Outcome:
 
 SECTIONS: Registry = Registry("report section")
 ORDER: list[str] = []  # registration order = the order of the report's sections (the registry sorts its names)
+#: sections whose findings depend on where the stage boundary is: they are run again with the boundary at
+#: both ends of its 95% interval, to say whether each verdict survives that uncertainty
+STAGE_CONDITIONED: list[str] = []
 
 
-def register_section(name: str) -> Callable:
-    """Register ``fn(inputs: SectionInputs) -> Outcome`` as the report section ``name``, after the others."""
+def register_section(name: str, stage_conditioned: bool = False) -> Callable:
+    """Register ``fn(inputs: SectionInputs) -> Outcome`` as the report section ``name``, after the others;
+    ``stage_conditioned``: its findings depend on the stage boundary (listed in :data:`STAGE_CONDITIONED`)."""
     def register(fn: Callable) -> Callable:
         SECTIONS.register(name)(fn)
         ORDER.append(name)
+        if stage_conditioned:
+            STAGE_CONDITIONED.append(name)
         return fn
 
     return register
@@ -119,8 +125,11 @@ def stages_section(inputs: SectionInputs) -> Outcome:
     section.lines.append(f"Curves from {src}: {curves.height} step(s), {fmt(curves['step'].min())}–{fmt(curves['step'].max())}.")
     if boundary is not None:
         how = "set manually" if boundary.detector == "manual" else f"detector `{boundary.detector}` (paper-notes §1.6 [I])"
-        section.lines.append(f"Stage boundary s* = **{boundary.step}** ({how}); rising = steps < {boundary.step}, "
+        ci = f", 95% CI {boundary.ci[0]}–{boundary.ci[1]}" if boundary.ci else ""
+        section.lines.append(f"Stage boundary s* = **{boundary.step}** ({how}{ci}); rising = steps < {boundary.step}, "
                              f"plateau = steps ≥ {boundary.step}.")
+        if boundary.detector != "manual":
+            section.lines.append(stages.boundary_paragraph(stages.boundary_summary(view.curves, boundary)))
         if boundary.step == int(curves["step"].min()):
             section.lines.append("The boundary is the first step: there is no rising stage in these curves.")
     else:
@@ -130,7 +139,8 @@ def stages_section(inputs: SectionInputs) -> Outcome:
         if col in curves.columns and curves[col].drop_nulls().len():
             c = curves.drop_nulls(col)
             section.lines.append(f"{col}: {fmt(c[col][0])} at step {c['step'][0]} → {fmt(c[col][-1])} at step {c['step'][-1]}.")
-    files.figure(section, "fig1_entropy_accuracy", lambda: stage_plots.plot_entropy_accuracy(curves, boundary=view.boundary_step))
+    files.figure(section, "fig1_entropy_accuracy", lambda: stage_plots.plot_entropy_accuracy(
+        curves, boundary=view.boundary_step, boundary_ci=boundary.ci if boundary is not None else None))
     return out
 
 
@@ -154,7 +164,7 @@ def training_section(inputs: SectionInputs) -> Outcome:
     return Outcome(section)
 
 
-@register_section("polarity")
+@register_section("polarity", stage_conditioned=True)
 def polarity_section(inputs: SectionInputs) -> Outcome:
     view, files, cfg = inputs.view, inputs.files, inputs.settings
     section = Section("polarity", "A. Entropy of positive vs negative samples (paper-notes §2.1 A, Fig. 2c)")
@@ -165,14 +175,20 @@ def polarity_section(inputs: SectionInputs) -> Outcome:
     for r in rates.iter_rows(named=True):
         section.lines.append(f"{r['stage']}, {r['polarity']}: slope {fmt_est(Estimate(r['slope'], r['ci_low'], r['ci_high'], r['n']), 4)} "
                          f"nats/step; {fmt(r['start'])} → {fmt(r['end'])} nats.")
-    if view.steps_table is not None and {"entropy_pos", "entropy_neg"} <= set(view.steps_table.columns):
-        section.lines.append("The training log's entropy_pos/entropy_neg are in tables/training_steps.csv.")
+    # Finding A uses the densest data the run has: the training log's per-step polarity entropies when it
+    # has more steps than the store's samples (a sweep of every 10th checkpoint), else the store's.
+    from_log = polarity.polarity_from_log(view.steps_table) if view.steps_table is not None else None
+    dense = from_log is not None and from_log["step"].n_unique() > by_polarity["step"].n_unique()
+    source = ("the training log (entropy_pos / entropy_neg at every step)" if dense
+              else "the store's samples (token-mean entropy)")
+    section.lines.append(f"Finding A is measured on {source}.")
     files.figure(section, "fig2c_polarity_entropy",
                  lambda: stage_plots.plot_polarity_entropy(by_polarity, boundary=view.boundary_step))
-    return Outcome(section, findings=[finding_A(by_polarity, view.boundary, cfg.n_boot, cfg.seed)])
+    return Outcome(section, findings=[finding_A(from_log if dense else by_polarity, view.boundary, cfg.n_boot,
+                                                cfg.seed, source)])
 
 
-@register_section("token_shift")
+@register_section("token_shift", stage_conditioned=True)
 def token_shift_section(inputs: SectionInputs) -> Outcome:
     view, files, cfg = inputs.view, inputs.files, inputs.settings
     out = Outcome()
@@ -198,7 +214,7 @@ def token_shift_section(inputs: SectionInputs) -> Outcome:
     return out
 
 
-@register_section("defects")
+@register_section("defects", stage_conditioned=True)
 def defects_section(inputs: SectionInputs) -> Outcome:
     view, files, cfg = inputs.view, inputs.files, inputs.settings
     section = Section("defects", "C. Defective responses (paper-notes §2.1 C, Fig. 2d)")
@@ -210,7 +226,7 @@ def defects_section(inputs: SectionInputs) -> Outcome:
     return Outcome(section, findings=[finding_C(flags, view.boundary_step, cfg.window)])
 
 
-@register_section("delta_p")
+@register_section("delta_p", stage_conditioned=True)
 def delta_p_section(inputs: SectionInputs) -> Outcome:
     view, files = inputs.view, inputs.files
     if not view.has_updates:
@@ -235,7 +251,7 @@ def delta_p_section(inputs: SectionInputs) -> Outcome:
     return Outcome(section, findings=[finding_D(dist, scope.stage)])
 
 
-@register_section("entropy_bins")
+@register_section("entropy_bins", stage_conditioned=True)
 def entropy_bins_section(inputs: SectionInputs) -> Outcome:
     view, files, cfg = inputs.view, inputs.files, inputs.settings
     scope = view.delta_p_scope
@@ -259,7 +275,7 @@ def entropy_bins_section(inputs: SectionInputs) -> Outcome:
     return Outcome(section, findings=[found])
 
 
-@register_section("categories")
+@register_section("categories", stage_conditioned=True)
 def categories_section(inputs: SectionInputs) -> Outcome:
     view, files, cfg = inputs.view, inputs.files, inputs.settings
     if view.vocab is None:
@@ -281,7 +297,7 @@ def categories_section(inputs: SectionInputs) -> Outcome:
     return Outcome(section, findings=[found])
 
 
-@register_section("ppl")
+@register_section("ppl", stage_conditioned=True)
 def ppl_section(inputs: SectionInputs) -> Outcome:
     view, files, cfg = inputs.view, inputs.files, inputs.settings
     section = Section("ppl", "G. Perplexity buckets (paper-notes §1.4, §2.2 G, Fig. 4a)")

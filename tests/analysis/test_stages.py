@@ -22,7 +22,7 @@ def planted_curves(knee=30, n=100, noise=0.004, spacing=1):
     return pl.DataFrame({"step": s, "entropy": h, "accuracy": acc})
 
 
-@pytest.mark.parametrize("detector", ["knee", "slope"])
+@pytest.mark.parametrize("detector", ["segmented", "knee", "slope"])
 def test_planted_knee_found(detector):
     b = detect_stage_boundary(planted_curves(), detector)
     assert isinstance(b, StageBoundary) and b.detector == detector

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from entropy_lens.analysis.findings import AGREES, CLAIMS, DISAGREES, NOT_MEASURED
+from entropy_lens.analysis.stages import DEFAULT_DETECTOR
 from entropy_lens.report.build import build_report
 from entropy_lens.store import StoreWriter
 
@@ -115,7 +116,7 @@ def test_report_sweep_with_train_run_has_delta_p_sections(run_layout, tmp_path):
                   "G. Perplexity buckets", "J. Entropy by relative position", "Training curves", "H/K."):
         assert title in text, title
     assert "Δp analyses" not in text.split("## Skipped")[1]
-    assert rep.boundary is not None and rep.boundary.detector == "knee"
+    assert rep.boundary is not None and rep.boundary.detector == DEFAULT_DETECTOR
     for name in ("fig1_entropy_accuracy", "fig3a_delta_p_histogram", "fig3b_entropy_bins", "fig3c_categories",
                  "fig4a_ppl_share", "fig5a_position", "fig4b_intervention_ppl"):
         assert (tmp_path / "out" / "figures" / f"{name}.png").is_file(), name
@@ -224,3 +225,37 @@ def test_sections_run_in_registration_order(run_layout, tmp_path):
     assert rep.skipped == []
     assert rep.report_path.read_text().endswith("## Skipped\n\n- Nothing: every analysis ran.\n")
     assert [f.key for f in rep.findings] == sorted("ABCDEFGHJK")
+
+
+def test_stage_conditioned_findings_carry_their_verdicts_at_the_ci_ends(run_layout, tmp_path):
+    rep = build_report(run_layout / "baseline" / "sweep", tmp_path / "out", train_run=run_layout / "baseline",
+                       draw_figures=False)
+    assert rep.boundary is not None and rep.boundary.ci is not None
+    lo, hi = rep.boundary.ci
+    by_key = {f.key: f for f in rep.findings}
+    for key in "ABCDEFG":
+        f = by_key[key]
+        assert f.at_ci_ends is not None and (f.at_ci_ends[0][0], f.at_ci_ends[1][0]) == (lo, hi), key
+        assert f.sensitivity in ("robust",) or f.sensitivity.startswith("sensitive to the boundary"), key
+    for key in "HJK":  # interventions and the U-curve do not depend on the boundary
+        assert by_key[key].at_ci_ends is None and by_key[key].sensitivity is None
+    text = rep.report_path.read_text()
+    assert text.count("Boundary: robust") + text.count("Boundary: sensitive to the boundary") == 7
+
+
+def test_sensitivity_reads_the_verdicts_at_both_ends(monkeypatch):
+    from types import SimpleNamespace
+
+    from entropy_lens.analysis.findings import Finding
+    from entropy_lens.report import build
+
+    view = SimpleNamespace(boundary=SimpleNamespace(ci=(28, 35)))
+    at = {28: {"A": AGREES, "C": AGREES}, 35: {"A": DISAGREES, "C": AGREES}}
+    monkeypatch.setattr(build, "verdicts_at", lambda v, step, settings: at[step])
+    found = {k: Finding(k, "m", AGREES) for k in "ACH"}
+    out = build.with_boundary_sensitivity(found, view, None)
+    assert out["A"].sensitivity == f"sensitive to the boundary ({AGREES} at step 28, {DISAGREES} at step 35)"
+    assert out["C"].sensitivity == "robust"
+    assert out["H"].sensitivity is None
+    view.boundary.ci = None
+    assert build.with_boundary_sensitivity(found, view, None)["A"].at_ci_ends is None
