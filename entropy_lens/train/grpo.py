@@ -13,12 +13,12 @@ What one run does (the embedded default):
    greedy answer mostly right (0.77 held out) but a T = 1 sample mostly wrong (0.27 right), so RL has
    entropy to remove and accuracy to gain.
 2. For each RL step s (rollouts of step s come from checkpoint ``step_s``):
-   a. sample ``group_size`` responses for ``prompts_per_step`` fresh prompts; reward +1/−1 (exact answer)
-      plus DAPO's overlong penalty; keep only groups with mixed correctness; sample more prompts until the
-      batch is full or ``max_gen_rounds`` rounds have run (dynamic sampling);
-   b. score every response teacher-forced with the capture code (exact entropy, log-prob, Σp² under the
-      rollout policy π_old) and store the rollouts (tokens/samples, ``source="train"``) — dropped groups
-      too, with a null ``advantage``;
+   a. sample ``group_size`` responses for ``prompts_per_step`` fresh prompts, recording each sampled token's
+      exact entropy, log-prob and Σp² under the rollout policy π_old from the logits it was drawn from;
+      reward +1/−1 (exact answer) plus DAPO's overlong penalty; keep only groups with mixed correctness;
+      sample more prompts until the batch is full or ``max_gen_rounds`` rounds have run (dynamic sampling);
+   b. store the rollouts with those statistics (tokens/samples, ``source="train"``) — dropped groups too,
+      with a null ``advantage``;
    c. group-normalised advantages, the shaper (``--shaping``, on the steps of ``--window``), then the
       clipped surrogate (ε_low 0.2, ε_high 0.28), token-mean, no KL, in ``minibatches`` AdamW steps with
       warm-up and gradient clipping;
@@ -27,7 +27,9 @@ What one run does (the embedded default):
 
 Simplifications relative to verl and the paper (PAPER §5.2):
 
-* one process, one device, no FSDP/vLLM: rollouts use HF ``generate`` (``capture.sampling.sample_hf``);
+* one process, one device, no FSDP/vLLM: rollouts use ``capture.sampling.sample_with_stats``, a decode loop
+  of the stock HF model on a pre-allocated KV cache (not ``generate``: its per-step overhead dominated
+  the tiny model's sampling), the same distribution as ``sample_hf`` but its own random stream;
 * batch 32 prompts × 8 samples, one on-policy mini-batch, lr 2e-4 (paper: 512 × 8, 16 mini-batches, lr
   1e-6): scaled so that the tiny model shows both stages in minutes.  With one mini-batch the ratio is 1
   and the clip never acts; ``--minibatches 2`` restores off-policy mini-batches (measured on the same
@@ -36,7 +38,8 @@ Simplifications relative to verl and the paper (PAPER §5.2):
 * torch uses every core unless told otherwise (``--threads``): alone on 2 cores, 2 threads made an RL step
   1.5× faster; side by side with another process they made it 5× slower, so ``make figures`` gives each
   parallel stage one thread;
-* π_old log-probs come from the capture scoring pass (``capture.scoring.score``), so the stored rollout
+* π_old log-probs are recorded while sampling (no second, teacher-forced pass): they equal
+  ``capture.scoring.score`` on the same tokens to float rounding (1e-5, tested), and the stored rollout
   statistics and the ratio's denominator are the same numbers;
 * dynamic sampling caps the rounds and then trains on a partly filled batch (verl raises instead);
 * the overlong penalty is scaled to our lengths (L_max = 64, L_buf = 16 instead of 8192 / 1024);
@@ -64,8 +67,8 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from entropy_lens.capture.sampling import SamplingParams, encode_prompt, sample_hf
-from entropy_lens.capture.scoring import score
+from entropy_lens.capture.sampling import SamplingParams, encode_prompt, sample_with_stats
+from entropy_lens.capture.scoring import Scores
 from entropy_lens.capture.sweep import batch_seed, build_tables, resolve_device, vocab_table
 from entropy_lens.checkpoints import step_of
 from entropy_lens.errors import UserError
@@ -196,9 +199,10 @@ def to_padded(flat: np.ndarray, lengths: list[int], prompt_lens: list[int], widt
 
 def rollout(model, tokenizer, step: int, cfg: TrainConfig, held_out: set[str]):
     """Dynamic sampling: rounds of fresh prompts until ``prompts_per_step`` mixed groups are kept (or
-    ``max_gen_rounds`` rounds have run)."""
+    ``max_gen_rounds`` rounds have run).  Returns the problems, prompt ids, (problem, sample) jobs, responses,
+    their sampling-time statistics (``Scores``, in job order), correctness and the number of rounds."""
     params = SamplingParams(cfg.max_new_tokens, cfg.temperature, 1.0)
-    problems, prompt_ids, jobs, responses = [], [], [], []
+    problems, prompt_ids, jobs, responses, scores, correct = [], [], [], [], [], []
     kept_groups, rounds = 0, 0
     for rnd in range(cfg.max_gen_rounds):
         rounds += 1
@@ -213,29 +217,30 @@ def rollout(model, tokenizer, step: int, cfg: TrainConfig, held_out: set[str]):
         prompt_ids += [encode_prompt(tokenizer, p.prompt) for p in new]
         new_jobs = [(base + p, g) for p in range(len(new)) for g in range(cfg.group_size)]
         jobs += new_jobs
-        responses += sample_hf(model, tokenizer, [prompt_ids[p] for p, _ in new_jobs], params,
-                               seed=batch_seed(cfg.seed, step, 1000 + rnd))
-        correct = torch.tensor([verify(tokenizer.decode(r.token_ids, skip_special_tokens=True),
-                                       problems[p].answer).correct for (p, _), r in zip(jobs, responses)])
-        kept_groups = int(core.mixed_groups(correct, torch.tensor([p for p, _ in jobs])).sum()) // cfg.group_size
+        new_resp, new_scores = sample_with_stats(model, tokenizer, [prompt_ids[p] for p, _ in new_jobs], params,
+                                                 seed=batch_seed(cfg.seed, step, 1000 + rnd))
+        responses += new_resp
+        scores.append(new_scores)
+        correct += [verify(tokenizer.decode(r.token_ids, skip_special_tokens=True), problems[p].answer).correct
+                    for (p, _), r in zip(new_jobs, new_resp)]
+        kept_groups = int(core.mixed_groups(torch.tensor(correct), torch.tensor([p for p, _ in jobs])).sum()
+                          ) // cfg.group_size
         if kept_groups >= cfg.prompts_per_step:
             break
-    return problems, prompt_ids, jobs, responses, rounds
+    stats = Scores(*(np.concatenate([getattr(s, k) for s in scores]) for k in ("logprob", "entropy", "sum_p2")),
+                   lengths=[len(r.token_ids) for r in responses])
+    return problems, prompt_ids, jobs, responses, stats, torch.tensor(correct), rounds
 
 
 def rl_step(model, tokenizer, opt, sched, step: int, cfg: TrainConfig, window, held_out, store) -> dict:
     """Rollout → score → advantages → shaping → update → store; returns the step's ``steps.parquet`` row."""
     device = next(model.parameters()).device
     t0 = time.perf_counter()
-    problems, prompt_ids, jobs, responses, rounds = rollout(model, tokenizer, step, cfg, held_out)
-    t1 = time.perf_counter()
-    stats = score(model, [prompt_ids[p] for p, _ in jobs], [r.token_ids for r in responses],
-                  temperature=cfg.temperature, batch_size=256)
-    t2 = time.perf_counter()
+    # π_old's per-token log-prob, entropy and Σp² come with the samples, from the logits they were drawn from.
+    problems, prompt_ids, jobs, responses, stats, correct, rounds = rollout(model, tokenizer, step, cfg, held_out)
+    t1 = t2 = time.perf_counter()
 
     # Rewards: +1/−1 on the exact answer, plus the overlong penalty; keep the first P mixed groups.
-    texts = [tokenizer.decode(r.token_ids, skip_special_tokens=True) for r in responses]
-    correct = torch.tensor([verify(t, problems[p].answer).correct for t, (p, _) in zip(texts, jobs)])
     lengths = torch.tensor([len(r.token_ids) for r in responses])
     rewards = torch.where(correct, 1.0, -1.0) + core.overlong_penalty(
         lengths, cfg.max_new_tokens, cfg.overlong_buffer, cfg.overlong_factor)
@@ -329,13 +334,11 @@ def evaluate(model, tokenizer, eval_set: EvalSet, step: int, cfg: TrainConfig) -
     jobs = [(p, s) for p in range(len(eval_set.problems)) for s in range(cfg.eval_samples)]
     prompt_ids = [encode_prompt(tokenizer, p.prompt) for p in eval_set.problems]
     params = SamplingParams(cfg.max_new_tokens, cfg.temperature, 1.0)
-    responses = sample_hf(model, tokenizer, [prompt_ids[p] for p, _ in jobs], params,
-                          seed=batch_seed(cfg.seed, step, 999_999))
+    responses, stats = sample_with_stats(model, tokenizer, [prompt_ids[p] for p, _ in jobs], params,
+                                         seed=batch_seed(cfg.seed, step, 999_999))
     verdicts = [eval_set.verify(tokenizer.decode(r.token_ids, skip_special_tokens=True), eval_set.problems[p].answer)
                 for (p, _), r in zip(jobs, responses)]
-    stats = score(model, [prompt_ids[p] for p, _ in jobs], [r.token_ids for r in responses],
-                  temperature=cfg.temperature, batch_size=256)
-    greedy = sample_hf(model, tokenizer, prompt_ids, SamplingParams(cfg.max_new_tokens, 0.0, 1.0), seed=0)
+    greedy, _ = sample_with_stats(model, tokenizer, prompt_ids, SamplingParams(cfg.max_new_tokens, 0.0, 1.0), seed=0)
     greedy_ok = [eval_set.verify(tokenizer.decode(r.token_ids, skip_special_tokens=True), p.answer).correct
                  for p, r in zip(eval_set.problems, greedy)]
     return {"eval_accuracy": float(np.mean([v.correct for v in verdicts])),
