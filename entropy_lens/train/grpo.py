@@ -41,6 +41,8 @@ Simplifications relative to verl and the paper (PAPER §5.2):
 * π_old log-probs are recorded while sampling (no second, teacher-forced pass): they equal
   ``capture.scoring.score`` on the same tokens to float rounding (1e-5, tested), and the stored rollout
   statistics and the ratio's denominator are the same numbers;
+* the update's forward/backward runs on length buckets (``UPDATE_BUCKET_TOKENS``) instead of one batch
+  padded to its longest row: the same loss and gradient (tested), fewer padded tokens;
 * dynamic sampling caps the rounds and then trains on a partly filled batch (verl raises instead);
 * the overlong penalty is scaled to our lengths (L_max = 64, L_buf = 16 instead of 8192 / 1024);
 * resuming restores model, optimizer, scheduler and RNG state from the latest checkpoint; all sampling
@@ -81,6 +83,10 @@ from entropy_lens.train.config import TrainConfig
 from entropy_lens.train.shaping import SHAPERS
 
 STATE = "trainer_state.pt"
+# Padded tokens per forward/backward piece of an update (``policy_gradient``).  Measured on the default batch (256
+# rows, 7.3k response + 2.9k prompt tokens, padded to 256 × 74 = 19k), 1 thread: one padded forward 2.2 s;
+# buckets of 512–4096 tokens 1.3–1.5 s, flat within the box's noise (fewer padded tokens vs more calls).
+UPDATE_BUCKET_TOKENS = 2048
 BRANCH_WINDOW = 100  # default shaping window after a --from branch point (PAPER §4.2: 200 < step < 300)
 
 
@@ -310,22 +316,56 @@ def update(model, opt, sched, ids, targets, mask, old_logp, advantages, cfg: Tra
     bounds = np.linspace(0, b, min(cfg.minibatches, b) + 1).round().astype(int)
     logs = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        m = mask[lo:hi].to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
-            logits = model(input_ids=ids[lo:hi].to(device)).logits[:, :-1]
-        logp = core.token_logprobs(logits, targets[lo:hi].to(device), cfg.temperature)
-        loss, st = core.clipped_policy_loss(logp, old_logp[lo:hi].to(device), advantages[lo:hi].to(device), m,
-                                            cfg.eps_low, cfg.eps_high)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, st = policy_gradient(model, ids[lo:hi], targets[lo:hi], mask[lo:hi], old_logp[lo:hi],
+                                   advantages[lo:hi], cfg, device)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        logs.append((loss.item(), grad_norm.item(), *st))
+        logs.append((loss, grad_norm.item(), *st))
     model.eval()
     mean = np.mean(np.array(logs), axis=0)
     return {"loss": mean[0], "grad_norm": mean[1], "clip_frac_low": mean[2], "clip_frac_high": mean[3],
             "lr": sched.get_last_lr()[0]}
+
+
+def policy_gradient(model, ids, targets, mask, old_logp, advantages, cfg: TrainConfig, device):
+    """Accumulate into ``.grad`` the gradient of one mini-batch's clipped-surrogate loss (token mean over all of
+    its tokens); returns the loss and its ``LossStats`` as floats.
+
+    The rows are sorted by length and cut into buckets of about ``UPDATE_BUCKET_TOKENS`` padded tokens, each
+    cut to its own longest row and weighted by its share of the tokens, so that short responses are not
+    padded to the batch's longest: the same loss and gradient as one forward over the padded batch (tested),
+    in fewer FLOPs."""
+    # ids[i, :n_i] predicts every response token of row i: n_i = one past its last masked target.
+    need = (mask.shape[1] - mask.flip(-1).argmax(-1)) * (mask.sum(-1) > 0)
+    n_tok = float(mask.sum().clamp(min=1))
+    loss_sum, st_sum = 0.0, np.zeros(3)
+    for rows in length_buckets(need, UPDATE_BUCKET_TOKENS):
+        w = max(1, int(need[rows].max()))
+        m = mask[rows, :w].to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
+            logits = model(input_ids=ids[rows, :w].to(device)).logits
+        logp = core.token_logprobs(logits, targets[rows, :w].to(device), cfg.temperature)
+        loss, st = core.clipped_policy_loss(logp, old_logp[rows, :w].to(device), advantages[rows, :w].to(device),
+                                            m, cfg.eps_low, cfg.eps_high)
+        share = float(m.sum()) / n_tok  # the bucket's token mean → its part of the mini-batch's token mean
+        (loss * share).backward()
+        loss_sum += loss.item() * share
+        st_sum += np.array(st) * share
+    return loss_sum, tuple(st_sum)
+
+
+def length_buckets(lengths: torch.Tensor, max_tokens: int) -> list[torch.Tensor]:
+    """Row indices sorted by length, cut into consecutive buckets whose padded size (rows × longest) stays
+    within ``max_tokens`` (a bucket holds at least one row)."""
+    order = torch.argsort(lengths, stable=True)
+    out, start = [], 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or (i - start + 1) * int(lengths[order[i]]) > max_tokens:
+            out.append(order[start:i])
+            start = i
+    return out
 
 
 @torch.no_grad()
