@@ -176,7 +176,10 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
             z = logits.float() / temp
             if params.top_p < 1.0:
                 z = _top_p_filter(z, params.top_p)
-            tok = torch.multinomial(torch.softmax(z, dim=-1), 1, generator=gen)[:, 0]
+            # Inverse-CDF draw: one uniform per row (multinomial draws one exponential per vocabulary entry).
+            cdf = torch.softmax(z, dim=-1).cumsum_(dim=-1)
+            u = torch.rand((len(cdf), 1), generator=gen, device=device) * cdf[:, -1:]
+            tok = torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
             if stats:
                 s = token_stats_from_logits(logits, tok, temperature=temp)
                 st[:, rows, t] = torch.stack([s.logprob, s.entropy, s.sum_p2])
@@ -215,6 +218,16 @@ class _FilledStaticLayer(StaticLayer):
         keys, values = super().update(key_states, value_states, *args, **kwargs)
         n = int(self.cumulative_length)
         return keys[:, :, :n], values[:, :, :n]
+
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+        """Select (or repeat) batch rows, copying only the written positions (the rest is never read before
+        it is written)."""
+        n = int(self.cumulative_length)
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty((len(beam_idx), *old.shape[1:]))
+            new[:, :, :n] = old[:, :, :n].index_select(0, beam_idx)
+            setattr(self, name, new)
 
 
 def _top_p_filter(z: torch.Tensor, top_p: float) -> torch.Tensor:
