@@ -94,7 +94,7 @@ def standalone(args, model, tok, cfg, held_out) -> None:
           f"mean response {np.mean([len(x.token_ids) for x in batch]):.1f} tokens)")
 
     # 2. the update alone: `minibatches` clipped-surrogate AdamW steps over that batch
-    opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: the model stays as loaded
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0, fused=True)  # lr 0: the model stays as loaded
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     ids, targets, mask = grpo.pack(prompts, [x.token_ids for x in batch], tok.pad_token_id, "cpu")
     adv = torch.randn(len(batch), 1) * mask
@@ -151,7 +151,7 @@ def vs_trl(args, model, tok, cfg, held_out) -> None:
         max_steps=pairs * m, logging_strategy="no", report_to="none", save_strategy="no", eval_strategy="no",
         disable_tqdm=True, log_completions=False, shuffle_dataset=False, dataloader_num_workers=0, seed=cfg.seed,
     )
-    opt = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=cfg.weight_decay, fused=True)  # as grpo.train
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     ours, trl_secs = [], []
     clock = {"since": 0.0}
@@ -206,7 +206,7 @@ def main() -> None:
           f"<= {cfg.max_new_tokens} new tokens, {cfg.minibatches} mini-batch(es); load average "
           f"{os.getloadavg()[0]:.2f}")
     (vs_trl if args.vs_trl else standalone)(args, model, tok, cfg, held_out)
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}")
 
 
 if __name__ == "__main__":

@@ -435,7 +435,8 @@ def train(cfg: TrainConfig) -> TrainSummary:
     window = parse_window(cfg.window, (branch, branch + BRANCH_WINDOW) if branch is not None else (0, sys.maxsize))
     end = (branch or 0) + cfg.steps
 
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel for all 50 tensors of the tiny model, 3 ms a step instead of 15 (measured, 1 thread)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
     if state is not None:
         opt.load_state_dict(state["optimizer"])
