@@ -120,12 +120,15 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     ``sample_hf`` draws.  How it saves time on small models, where a decode step is mostly per-call overhead:
 
     * identical prompts (the G samples of a GRPO group) are prefilled once and their cache rows repeated;
-    * the stock model runs on a ``StaticCache`` with the causal/padding mask built here once and updated in
-      place (the model builds no mask per step), positions from the left padding;
+    * the stock model runs on a pre-allocated cache (``Cache`` of :class:`_FilledStaticLayer`) with the
+      causal/padding mask built here once and updated in place (the model builds no mask per step), position
+      ids from the left padding;
     * rows that have sampled EOS are dropped from the batch (``Cache.reorder_cache``) once they are
       ``COMPACT_FRACTION`` of it, so the batch does not decode every row to the longest response.
 
-    The random draws use a private ``torch.Generator`` seeded with ``seed``; the global RNG is untouched.
+    Models this loop does not fit (sliding-window or non-attention layers, an attention implementation other
+    than ``sdpa``) are sampled by :func:`sample_hf` and scored by ``capture.scoring.score`` instead.  The random
+    draws use a private ``torch.Generator`` seeded with ``seed``; the global RNG is untouched.
     """
     from entropy_lens.capture.scoring import Scores
     from entropy_lens.ops import token_stats_from_logits
@@ -133,6 +136,13 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     device = next(model.parameters()).device
     n, steps, temp = len(prompt_ids), params.max_new_tokens, params.temperature
     stats = stats and temp > 0
+    if not _fits_static_loop(model):
+        responses = sample_hf(model, tokenizer, prompt_ids, params, seed=seed)
+        if not stats:
+            return responses, None
+        from entropy_lens.capture.scoring import score
+
+        return responses, score(model, prompt_ids, [r.token_ids for r in responses], temperature=temp)
     if n == 0 or steps < 1:
         empty = Scores(*(np.zeros(0, np.float32) for _ in range(3)), lengths=[0] * n) if stats else None
         return [Response([], steps < 1 and n > 0) for _ in range(n)], empty
@@ -153,12 +163,10 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     col = torch.arange(width)
     real = col[None, :] >= (width - plen)[:, None]  # [U, W]
     pos = (col[None, :] - (width - plen)[:, None]).clamp(min=0)
-    # Prefill mask [U, 1, W, L]: causal over real keys; a pad query sees itself only, so nothing is NaN.
-    causal = col[:, None] >= col[None, :]
-    pre = torch.zeros((u, 1, width, length), dtype=torch.bool)
-    pre[:, 0, :, :width] = (causal[None] & real[:, None, :]) | torch.eye(width, dtype=torch.bool)[None]
+    # Prefill mask [U, 1, W, W]: causal over real keys; a pad query sees itself only, so nothing is NaN.
+    pre = (col[:, None] >= col[None, :])[None] & real[:, None, :] | torch.eye(width, dtype=torch.bool)[None]
     cache = Cache(layers=[_FilledStaticLayer(max_cache_len=length) for _ in range(model.config.num_hidden_layers)])
-    out = model(input_ids=ids.to(device), attention_mask={"full_attention": pre[..., :width].to(device)},
+    out = model(input_ids=ids.to(device), attention_mask={"full_attention": pre[:, None].to(device)},
                 position_ids=pos.to(device), cache=cache, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1].index_select(0, src.to(device))  # [B, V]
     cache.reorder_cache(src.to(device))
@@ -178,8 +186,8 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
                 z = _top_p_filter(z, params.top_p)
             # Inverse-CDF draw: one uniform per row (multinomial draws one exponential per vocabulary entry).
             cdf = torch.softmax(z, dim=-1).cumsum_(dim=-1)
-            u = torch.rand((len(cdf), 1), generator=gen, device=device) * cdf[:, -1:]
-            tok = torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
+            draw = torch.rand((len(cdf), 1), generator=gen, device=device) * cdf[:, -1:]
+            tok = torch.searchsorted(cdf, draw, right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
             if stats:
                 s = token_stats_from_logits(logits, tok, temperature=temp)
                 st[:, rows, t] = torch.stack([s.logprob, s.entropy, s.sum_p2])
@@ -208,6 +216,14 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     valid = torch.arange(steps, device=device)[None, :] < torch.tensor(lens, device=device)[:, None]
     flat = [st[k][valid].cpu().numpy() for k in range(3)]  # row-major: (sequence, position) order
     return responses, Scores(*flat, lengths=lens)
+
+
+def _fits_static_loop(model) -> bool:
+    """Every layer full (causal) attention through ``sdpa``, so the loop's boolean mask means what it says."""
+    cfg = model.config
+    types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
+    return (getattr(cfg, "_attn_implementation", None) == "sdpa" and set(types) == {"full_attention"}
+            and not getattr(cfg, "use_sliding_window", False) and len(types) == cfg.num_hidden_layers)
 
 
 class _FilledStaticLayer(StaticLayer):

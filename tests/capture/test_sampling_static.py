@@ -143,3 +143,19 @@ def test_edge_cases(tiny):
     one, stats = sample_with_stats(model, tok, [[5, 6, 7]], SamplingParams(1, 1.0, 1.0), seed=0)
     assert len(one) == 1 and len(one[0].token_ids) == 1 and len(stats.logprob) == 1
     assert math.isfinite(float(stats.entropy[0]))
+
+
+def test_models_the_loop_does_not_fit_fall_back_to_generate_and_scoring(tiny):
+    import copy
+
+    model, tok = tiny
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")  # an additive-mask attention: the loop's boolean mask would be wrong
+    assert not sampling._fits_static_loop(eager) and sampling._fits_static_loop(model)
+    prompts = prompts_of(tok, 4, group=2)
+    params = SamplingParams(15, 1.0, 1.0)
+    got, stats = sample_with_stats(eager, tok, prompts, params, seed=9)
+    want = sample_hf(eager, tok, prompts, params, seed=9)
+    assert [r.token_ids for r in got] == [r.token_ids for r in want]
+    ref = score(eager, prompts, [r.token_ids for r in want])
+    np.testing.assert_array_equal(stats.logprob, ref.logprob)
