@@ -239,7 +239,8 @@ def rollout(model, tokenizer, step: int, cfg: TrainConfig, held_out: set[str]):
 
 
 def rl_step(model, tokenizer, opt, sched, step: int, cfg: TrainConfig, window, held_out, store) -> dict:
-    """Rollout → score → advantages → shaping → update → store; returns the step's ``steps.parquet`` row."""
+    """Rollout (with π_old's statistics) → advantages → shaping → update → store; returns the step's
+    ``steps.parquet`` row (``seconds_score`` is 0: scoring is part of ``seconds_sample``)."""
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     # π_old's per-token log-prob, entropy and Σp² come with the samples, from the logits they were drawn from.
