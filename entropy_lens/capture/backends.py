@@ -7,12 +7,14 @@ defined here too):
   instance is a :class:`Sampler`: ``sampler(model, tokenizer, prompt_ids, params, *, batch_seeds,
   batch_size) -> list[Response]``, one response per prompt, where prompt ``i`` belongs to batch
   ``i // batch_size`` and draws its randomness from ``batch_seeds[i // batch_size]`` alone.  ``hf``
-  (transformers ``generate``, batch by batch) and ``vllm`` (one vLLM engine per call, every request at once).
+  (transformers ``generate``, batch by batch), ``static`` (the trainer's pre-allocated-cache decode loop, batch
+  by batch: the same distribution, its own random stream) and ``vllm`` (one vLLM engine per call, every
+  request at once).
 * :data:`EXECUTORS` — how a whole ``collect`` sweep runs: ``executor(cfg: CollectConfig, sampler: str) ->
   CollectSummary``.  ``local`` (this process, checkpoint by checkpoint) and ``ray`` (a Ray Data pipeline).
 
-``--backend`` names one of :data:`BACKENDS`, a (executor, sampler) pair: ``hf`` = local + hf, ``vllm`` =
-local + vllm, ``ray`` = ray + hf.  Every entry is a lazy ``"module:attr"`` string (or plain data), so this
+``--backend`` names one of :data:`BACKENDS`, a (executor, sampler) pair: ``hf`` = local + hf, ``static`` =
+local + static, ``vllm`` = local + vllm, ``ray`` = ray + hf.  Every entry is a lazy ``"module:attr"`` string (or plain data), so this
 module imports no torch and listing the names imports none of the backends.
 """
 
@@ -55,6 +57,7 @@ class Sampler(Protocol):
 SAMPLERS: Registry[type] = Registry("sampler")
 SAMPLERS.register_lazy("hf", "entropy_lens.capture.sampling:HfSampler")
 SAMPLERS.register_lazy("vllm", "entropy_lens.capture.vllm_backend:VllmSampler")
+SAMPLERS.register_lazy("static", "entropy_lens.capture.sampling:StaticSampler")
 
 EXECUTORS: Registry = Registry("sweep executor")
 EXECUTORS.register_lazy("local", "entropy_lens.capture.sweep:run_local")
@@ -73,6 +76,7 @@ BACKENDS: Registry[Backend] = Registry("sampling backend")
 BACKENDS.register("hf")(Backend("local", "hf"))
 BACKENDS.register("vllm")(Backend("local", "vllm"))
 BACKENDS.register("ray")(Backend("ray", "hf"))
+BACKENDS.register("static")(Backend("local", "static"))
 
 
 def batch_sampler_name(backend: str) -> str:

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from entropy_lens.capture.sampling import pad_sequences
+from entropy_lens.capture.padding import pad_sequences
 from entropy_lens.ops import token_stats_from_hidden, token_stats_from_logits
 
 

@@ -122,9 +122,9 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
     """log softmax(logits / T)[target], logits [..., V], targets [...] → [...], differentiable.
 
     Equivalent to ``log_softmax(logits / T, -1).gather(-1, targets[..., None])[..., 0]`` without keeping
-    the [..., V] log-probabilities (``z_a − logsumexp(z)``).
+    the [..., V] log-probabilities (``z_a − logsumexp(z)``).  Computed in fp32 at least (fp64 stays fp64).
     """
-    z = logits.float() / temperature
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
     return z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
 
 

@@ -26,7 +26,7 @@ def test_config_backends_and_rollouts_import_no_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "(['hf', 'ray', 'vllm'], ['hf', 'vllm'], ['local', 'ray'])"
+    assert r.stdout.strip() == "(['hf', 'ray', 'static', 'vllm'], ['hf', 'static', 'vllm'], ['local', 'ray'])"
 
 
 def test_shared_fields_are_defined_once():
@@ -43,7 +43,7 @@ def test_shared_fields_are_defined_once():
 
 def test_backend_names_map_to_an_executor_and_a_sampler():
     assert {n: (BACKENDS.get(n).executor, BACKENDS.get(n).sampler) for n in BACKENDS} == \
-        {"hf": ("local", "hf"), "vllm": ("local", "vllm"), "ray": ("ray", "hf")}
+        {"hf": ("local", "hf"), "vllm": ("local", "vllm"), "ray": ("ray", "hf"), "static": ("local", "static")}
     for n in BACKENDS:
         assert BACKENDS.get(n).executor in EXECUTORS and BACKENDS.get(n).sampler in SAMPLERS
     assert batch_sampler_name("vllm") == "vllm"
@@ -65,7 +65,7 @@ def test_sampling_record_round_trips_and_reads_stores_written_before_it():
 
 
 def test_pad_sequences_left_and_right():
-    from entropy_lens.capture.sampling import pad_sequences
+    from entropy_lens.capture.padding import pad_sequences
 
     ids, mask = pad_sequences([[5, 6, 7], [8]], 0, "left")
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
