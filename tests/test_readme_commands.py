@@ -248,6 +248,8 @@ COMMANDS: dict[str, object] = {
     "time make figures": Make(why="as `make figures`"),
     "make test": Make(why="runs this test suite: CI's own job"),
     "pip install -e .[dev]": Pip(),
+    "pip install entropy-lens": Pip(),
+    "pip install entropy-lens[models]": Pip(),
     "python -m figures.make_all": Module(),
     # ---- collect
     "entropy-lens collect CHECKPOINTS --dataset EVAL --out STORE [--samples-per-prompt 8] [--max-new-tokens 128] "
@@ -278,6 +280,12 @@ COMMANDS: dict[str, object] = {
     "--from MODEL --device cuda": Flags(("train",)),
     "entropy-lens collect RUN": Cli(creates=("data/runs/sweep",)),  # "sweeps with no extra flags": --out's default
     "make ppl-alpha": Make(why="trains three more runs (12 minutes); its recipe's module and flags are checked"),
+    # ---- stages
+    "entropy-lens stages": Cli(run=False, mention=True, why="a name in prose; stages runs below"),
+    "entropy-lens stages RUN [--detector segmented] [--column entropy] [--json]":
+        Cli(expect=('"detector": "segmented"', '"column": "entropy"', '"ci": ['), creates=()),
+    "--json": Flags(("stages",)),
+    "--column": Flags(("stages",)),
     # ---- analyses
     "entropy-lens report STORE [--train-run RUN] [--boundary STEP]": Cli(creates=("STORE/report/REPORT.md",)),
     "entropy-lens intervene STORE": Cli(creates=("STORE/interventions.parquet",)),
@@ -682,7 +690,10 @@ def run_cli(words: list[str], entry: Cli, text: str, checkout: Path, capsys) -> 
     argv = [bind_word(w.strip("[]"), bind, checkout) for w in words if w.strip("[]")]
     sub = argv[0]
     capsys.readouterr()
-    code = main([*argv, *SMALL.get(sub, [])])
+    try:
+        code = main([*argv, *SMALL.get(sub, [])])
+    except SystemExit as e:  # argparse's --help exits
+        code = e.code
     out, err = capsys.readouterr()
     assert code == 0, f"`{text}` exited {code}:\n{err[-3000:]}"
     for s in entry.expect:
@@ -818,8 +829,10 @@ def check_module(text: str, entry: Module, request) -> None:
 
 
 def check_pip(text: str) -> None:
-    m = re.fullmatch(r"pip install -e \.\[([\w,-]+)\]", text)
-    assert m, f"`{text}`: expected pip install -e .[EXTRA]"
+    m = re.fullmatch(r"pip install (?:-e \.|entropy-lens)(?:\[([\w,-]+)\])?", text)
+    assert m, f"`{text}`: expected pip install -e .[EXTRA] or pip install entropy-lens[EXTRA]"
+    if m.group(1) is None:
+        return
     pyproject = (REPO / "pyproject.toml").read_text()
     extras = re.search(r"^\[project\.optional-dependencies\]\n(.*?)(?:^\[|\Z)", pyproject, flags=re.M | re.S)
     names = re.findall(r"^([\w-]+)\s*=", extras.group(1), flags=re.M) if extras else []
