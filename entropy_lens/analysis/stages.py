@@ -243,25 +243,37 @@ def detect_stage_boundary(
 
 
 def stage_slopes(curves: pl.DataFrame, column: str, boundary: int, level: float = 0.95) -> tuple[Estimate, Estimate]:
-    """OLS slope of ``column`` against step within each stage (rising: steps < ``boundary``, plateau: the
-    rest), each with its t-interval (n − 2 degrees of freedom; NaN with fewer than 3 points).
+    """Slopes of ``column`` against step in the rising stage (steps < ``boundary``) and the plateau, from one
+    continuous two-segment least-squares fit with its knot at ``boundary``::
 
-    Separate lines, not the continuous fit: this is how a metric measured on its own schedule (held-out
-    accuracy every few steps) changes within the stages the entropy curve defines.
+        y = a + b₁·x + (b₂ − b₁)·max(0, x − boundary)
+
+    each slope with its t-interval (n − 3 degrees of freedom; NaN with fewer than 2 points on a side).
+
+    Continuous, not two separate lines: a metric measured on its own schedule (held-out accuracy every few
+    steps) has few points in a short rising stage, and a separate line through 3 noisy points swings with
+    each of them; the shared knot lets every point inform both slopes.
     """
     from scipy import stats as sps
 
-    df = curves.drop_nulls(column).filter(pl.col(column).is_not_nan()) if column in curves.columns else curves.clear()
-    out = []
-    for part in (df.filter(pl.col("step") < boundary), df.filter(pl.col("step") >= boundary)):
-        x, y = part["step"].to_numpy().astype(float), part[column].to_numpy().astype(float) if part.height else []
-        if len(x) < 3 or np.ptp(x) == 0:
-            out.append(Estimate(float("nan"), float("nan"), float("nan"), len(x), level))
-            continue
-        r = sps.linregress(x, y)
-        t = float(sps.t.ppf(0.5 + level / 2, len(x) - 2))
-        out.append(Estimate(float(r.slope), float(r.slope - t * r.stderr), float(r.slope + t * r.stderr), len(x), level))
-    return out[0], out[1]
+    nan = Estimate(float("nan"), float("nan"), float("nan"), 0, level)
+    if column not in curves.columns:
+        return nan, nan
+    df = curves.drop_nulls(column).filter(pl.col(column).is_not_nan())
+    x, y = df["step"].to_numpy().astype(float), df[column].to_numpy().astype(float)
+    n_rise, n_plat = int((x < boundary).sum()), int((x >= boundary).sum())
+    if n_rise < 2 or n_plat < 2 or x.size < 4:
+        return (Estimate(nan.estimate, nan.ci_low, nan.ci_high, n_rise, level),
+                Estimate(nan.estimate, nan.ci_low, nan.ci_high, n_plat, level))
+    X = np.stack([np.ones_like(x), x - boundary, np.maximum(0.0, x - boundary)], axis=1)
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ beta
+    cov = float(resid @ resid) / (x.size - 3) * np.linalg.pinv(X.T @ X)
+    t = float(sps.t.ppf(0.5 + level / 2, x.size - 3))
+    b1, b2 = float(beta[1]), float(beta[1] + beta[2])
+    se1, se2 = np.sqrt(cov[1, 1]), np.sqrt(cov[1, 1] + cov[2, 2] + 2 * cov[1, 2])
+    return (Estimate(b1, b1 - t * se1, b1 + t * se1, n_rise, level),
+            Estimate(b2, b2 - t * se2, b2 + t * se2, n_plat, level))
 
 
 def label_stages(curves: pl.DataFrame | pl.LazyFrame, boundary) -> pl.DataFrame:
@@ -288,9 +300,9 @@ def boundary_summary(curves: pl.DataFrame, boundary: StageBoundary,
     Keys: ``boundary`` (first plateau step), ``ci`` ([low, high] steps, or None for a detector without one),
     ``detector``, ``column``, ``n_steps``, ``clear`` and ``p_value`` (the test of "no break"; p is None for
     detectors without a test), ``rising_slope`` / ``plateau_slope`` ({estimate, ci}, per step: the continuous
-    fit's for ``segmented``, else one OLS line per stage), and ``accuracy``: the same two slopes of the first
-    of ``accuracy_columns`` the curves have (one OLS line per stage, :func:`stage_slopes`) with their ratio
-    ``plateau / rising``, or None.
+    fit's for ``segmented``, else :func:`stage_slopes` at the detector's step), and ``accuracy``: the same two
+    slopes of the first of ``accuracy_columns`` the curves have (:func:`stage_slopes`, knot at the boundary)
+    with their ratio ``plateau / rising``, or None.
     """
     b, fit = boundary.step, boundary.fit
     rising, plateau = (fit.rising_slope, fit.plateau_slope) if fit is not None else \

@@ -157,30 +157,7 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
 
-    # Unique prompts, left-padded to a common width W; the cache holds W + steps positions.
-    first: dict[tuple, int] = {}
-    src = torch.tensor([first.setdefault(tuple(p), len(first)) for p in prompt_ids], dtype=torch.long)
-    uniq = list(first)
-    u, width = len(uniq), max(len(p) for p in uniq)
-    length = width + steps
-    plen = torch.tensor([len(p) for p in uniq], dtype=torch.long)
-    ids = torch.full((u, width), pad, dtype=torch.long)
-    for i, p in enumerate(uniq):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-    col = torch.arange(width)
-    real = col[None, :] >= (width - plen)[:, None]  # [U, W]
-    pos = (col[None, :] - (width - plen)[:, None]).clamp(min=0)
-    # Prefill mask [U, 1, W, W]: causal over real keys; a pad query sees itself only, so nothing is NaN.
-    pre = (col[:, None] >= col[None, :])[None] & real[:, None, :] | torch.eye(width, dtype=torch.bool)[None]
-    cache = Cache(layers=[_FilledStaticLayer(max_cache_len=length) for _ in range(model.config.num_hidden_layers)])
-    out = model(input_ids=ids.to(device), attention_mask={"full_attention": pre[:, None].to(device)},
-                position_ids=pos.to(device), cache=cache, use_cache=True, logits_to_keep=1)
-    logits = out.logits[:, -1].index_select(0, src.to(device))  # [B, V]
-    cache.reorder_cache(src.to(device))
-    keymask = torch.zeros((n, 1, 1, length), dtype=torch.bool, device=device)
-    keymask[:, 0, 0, :width] = real.index_select(0, src).to(device)
-    next_pos = plen.index_select(0, src).to(device)  # position id of the next token, per row
-
+    cache, logits, keymask, next_pos, width = _prefill(model, prompt_ids, steps, pad, device)
     gen = torch.Generator(device=device).manual_seed(seed)
     tokens = torch.full((n, steps), pad, dtype=torch.long, device=device)
     st = torch.zeros((3, n, steps), dtype=torch.float32, device=device) if stats else None
@@ -188,13 +165,7 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     alive = torch.ones(n, dtype=torch.bool, device=device)  # not finished yet, per decoded row
     for t in range(steps):
         if temp > 0:
-            z = logits.float() / temp
-            if params.top_p < 1.0:
-                z = _top_p_filter(z, params.top_p)
-            # Inverse-CDF draw: one uniform per row (multinomial draws one exponential per vocabulary entry).
-            cdf = torch.softmax(z, dim=-1).cumsum_(dim=-1)
-            draw = torch.rand((len(cdf), 1), generator=gen, device=device) * cdf[:, -1:]
-            tok = torch.searchsorted(cdf, draw, right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
+            tok = _draw(logits, temp, params.top_p, gen)
             if stats:
                 s = token_stats_from_logits(logits, tok, temperature=temp)
                 st[:, rows, t] = torch.stack([s.logprob, s.entropy, s.sum_p2])
@@ -223,6 +194,48 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     valid = torch.arange(steps, device=device)[None, :] < torch.tensor(lens, device=device)[:, None]
     flat = [st[k][valid].cpu().numpy() for k in range(3)]  # row-major: (sequence, position) order
     return responses, Scores(*flat, lengths=lens)
+
+
+def _prefill(model, prompt_ids: Sequence[Sequence[int]], steps: int, pad: int, device):
+    """Run the prompts into a fresh pre-allocated cache: each distinct prompt once, left-padded to a common
+    width W (the cache holds W + ``steps`` positions), then its cache rows repeated for every prompt that is it.
+
+    Returns ``(cache, logits [B, V] of each prompt's last position, keymask [B, 1, 1, W + steps] of the real
+    keys, next_pos [B] the position id of each row's next token, W)``.
+    """
+    first: dict[tuple, int] = {}
+    src = torch.tensor([first.setdefault(tuple(p), len(first)) for p in prompt_ids], dtype=torch.long)
+    uniq = list(first)
+    width = max(len(p) for p in uniq)
+    length = width + steps
+    plen = torch.tensor([len(p) for p in uniq], dtype=torch.long)
+    ids = torch.full((len(uniq), width), pad, dtype=torch.long)
+    for i, p in enumerate(uniq):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+    col = torch.arange(width)
+    real = col[None, :] >= (width - plen)[:, None]  # [U, W]
+    pos = (col[None, :] - (width - plen)[:, None]).clamp(min=0)
+    # Prefill mask [U, 1, W, W]: causal over real keys; a pad query sees itself only, so nothing is NaN.
+    pre = (col[:, None] >= col[None, :])[None] & real[:, None, :] | torch.eye(width, dtype=torch.bool)[None]
+    cache = Cache(layers=[_FilledStaticLayer(max_cache_len=length) for _ in range(model.config.num_hidden_layers)])
+    out = model(input_ids=ids.to(device), attention_mask={"full_attention": pre[:, None].to(device)},
+                position_ids=pos.to(device), cache=cache, use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1].index_select(0, src.to(device))  # [B, V]
+    cache.reorder_cache(src.to(device))
+    keymask = torch.zeros((len(prompt_ids), 1, 1, length), dtype=torch.bool, device=device)
+    keymask[:, 0, 0, :width] = real.index_select(0, src).to(device)
+    return cache, logits, keymask, plen.index_select(0, src).to(device), width
+
+
+def _draw(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
+    """One token per row of ``logits`` [B, V] from softmax(logits / T), top-p filtered, by inverse CDF: one
+    uniform per row (``torch.multinomial`` draws one exponential per vocabulary entry)."""
+    z = logits.float() / temperature
+    if top_p < 1.0:
+        z = _top_p_filter(z, top_p)
+    cdf = torch.softmax(z, dim=-1).cumsum_(dim=-1)
+    draw = torch.rand((len(cdf), 1), generator=gen, device=logits.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, draw, right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
 
 
 def _fits_static_loop(model) -> bool:
