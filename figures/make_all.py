@@ -214,10 +214,9 @@ def main() -> int:
     logs.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     defaults = TrainConfig()
-    every = max(1, round(defaults.save_every * args.scale)) if args.scale < 1 else defaults.save_every
-    sched = ["--steps", str(max(2, round(defaults.steps * args.scale))),
-             "--sft-steps", str(max(2, round(defaults.sft_steps * args.scale))),
-             "--save-every", str(every), "--eval-every", str(every)]
+    scaled = lambda n, least=1: max(least, round(n * args.scale)) if args.scale < 1 else n  # noqa: E731
+    sched = ["--steps", str(scaled(defaults.steps, 2)), "--sft-steps", str(scaled(defaults.sft_steps, 2)),
+             "--save-every", str(scaled(defaults.save_every)), "--eval-every", str(scaled(defaults.eval_every))]
     methods = ["ppl", "ppl-high", "position", "position-begin"]
     stages = training_stages(run_dir, args.seeds, sched) + collect_stages(run_dir, args.seeds, methods)
     timings = run_stages(stages, logs, args.jobs, t0)

@@ -52,7 +52,7 @@ class _RunFields:
         "help": "Branch from this checkpoint (an HF model folder, e.g. RUN/checkpoints/step_120): skips the SFT "
                 "warm-up and numbers steps on from the checkpoint's step.", "aliases": ["--from"],
         "metavar": "CHECKPOINT"})
-    steps: int = field(default=90, metadata={"help": "RL steps to run (from step 0, or from the --from step)."})
+    steps: int = field(default=120, metadata={"help": "RL steps to run (from step 0, or from the --from step)."})
     seed: int = field(default=0, metadata={"help": "Random seed: the same command twice gives the same run."})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when available)."})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch; 0 = $OMP_NUM_THREADS if set, else "
@@ -66,7 +66,7 @@ class _RunFields:
     prompts_per_step: int = field(default=32, metadata={"help": "Prompt groups per training batch (kept after "
                                                                  "dynamic sampling)."})
     group_size: int = field(default=8, metadata={"help": "Responses sampled per prompt (G)."})
-    gen_oversample: float = field(default=1.25, metadata={"help": "Dynamic sampling: the first round samples this "
+    gen_oversample: float = field(default=2.0, metadata={"help": "Dynamic sampling: the first round samples this "
                                                                    "many times prompts_per_step prompts."})
     max_gen_rounds: int = field(default=3, metadata={"help": "Dynamic sampling: at most this many rounds of "
                                                               "prompts_per_step prompts to fill the batch with mixed "
@@ -81,14 +81,14 @@ class _RunFields:
     warmup_steps: int = field(default=10, metadata={"help": "Linear learning-rate warm-up, in optimizer steps."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
     grad_clip: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
-    minibatches: int = field(default=1, metadata={"help": "Optimizer steps per RL step (PPO mini-batches, one "
+    minibatches: int = field(default=2, metadata={"help": "Optimizer steps per RL step (PPO mini-batches, one "
                                                            "epoch). With 1 the update is on-policy: the ratio is 1 "
                                                            "and clipping never acts; with ≥ 2 later mini-batches are "
                                                            "off-policy and clip-higher acts (as in the paper)."})
     eps_low: float = field(default=0.2, metadata={"help": "Lower clip ε_low of the ratio."})
     eps_high: float = field(default=0.28, metadata={"help": "Upper clip ε_high of the ratio (clip-higher)."})
     # --- evaluation, checkpoints, logging
-    eval_every: int = field(default=10, metadata={"help": "Evaluate on the held-out arith set every N steps."})
+    eval_every: int = field(default=5, metadata={"help": "Evaluate on the held-out arith set every N steps."})
     eval_samples: int = field(default=4, metadata={"help": "Samples per held-out problem at --temperature."})
     save_every: int = field(default=10, metadata={"help": "Checkpoint every N steps (step 0 = after SFT)."})
     save_rollouts: bool = field(default=True, metadata={"help": "Write the training rollouts to the run's "

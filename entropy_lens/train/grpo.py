@@ -1,6 +1,6 @@
 """``entropy-lens train``: a minimal GRPO trainer with DAPO's tricks, in one file.
 
-    entropy-lens train --out data/runs/demo                          # tiny default, 2 CPU cores, ~6 minutes
+    entropy-lens train --out data/runs/demo                          # tiny default, 2 CPU cores, ~8 minutes
     entropy-lens train --out data/runs/ppl --shaping ppl             # GRPO+PPL (paper-notes §4.1)
     entropy-lens train --out data/runs/pos --shaping position \\
         --from data/runs/demo/checkpoints/step_30 --steps 60         # GRPO+POSITION, branched (paper-notes §4.2)
@@ -30,11 +30,16 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
 * one process, one device, no FSDP/vLLM: rollouts use ``capture.sampling.sample_with_stats``, a decode loop
   of the stock HF model on a pre-allocated KV cache (not ``generate``: its per-step overhead dominated
   the tiny model's sampling), the same distribution as ``sample_hf`` but its own random stream;
-* batch 32 prompts × 8 samples, one on-policy mini-batch, lr 2e-4 (paper: 512 × 8, 16 mini-batches, lr
-  1e-6): scaled so that the tiny model shows both stages in minutes.  With one mini-batch the ratio is 1
-  and the clip never acts; ``--minibatches 2`` restores off-policy mini-batches (measured on the same
-  post-SFT model at lr 1e-4: the same rise, a plateau half as flat).  16 prompts a step were too noisy:
-  greedy accuracy fell as lr rose (0.69 → 0.47 at 2e-4);
+* batch 32 prompts × 8 samples in two PPO mini-batches, lr 2e-4, 120 steps (paper: 512 × 8, 16
+  mini-batches, lr 1e-6): scaled so that the tiny model shows both stages in minutes.  The second
+  mini-batch is off-policy, so the ratio moves and clip-higher acts (clip fractions ~0.1% low, ~0.01%
+  high); with one mini-batch the ratio is 1 and the clip never acts.  Measured from one post-SFT
+  checkpoint, 120 steps, seeds 0 and 1 (the entropy break and the held-out accuracy's plateau/rising slope
+  ratio, ``entropy-lens stages``): lr 2e-4 broke at 17 and 23 (ratios 0.19, 0.27); lr 3e-4 at 20 and 28
+  (0.42, 0.13); lr 4e-4 and 5e-4 broke at 9–13 while greedy accuracy collapsed (0.69 → 0.36).  16 prompts
+  a step were too noisy (greedy accuracy fell as lr rose, 0.69 → 0.47 at 2e-4 with one mini-batch);
+* dynamic sampling over-samples twice the batch's prompts in its first round (``gen_oversample`` 2): at
+  1.25 almost every step needed a second round (1.88 rounds a step), at 2 one round sufficed (1.00);
 * torch uses every core unless told otherwise (``--threads``): alone on 2 cores, 2 threads made an RL step
   1.5× faster; side by side with another process they made it 5× slower, so ``make figures`` gives each
   parallel stage one thread;
