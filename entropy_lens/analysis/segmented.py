@@ -38,16 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from entropy_lens.analysis.stats import Estimate
+from entropy_lens.analysis.stats import Estimate, scipy_stats
 from entropy_lens.errors import UserError
 
-
-def _scipy_stats():
-    """``scipy.stats``, imported on first use: it costs about a second, and listing or validating needs none
-    of it."""
-    from scipy import stats
-
-    return stats
 
 CHI2_1_95 = 3.841458820694124  # χ²₁ 0.95 quantile: the profile-likelihood threshold at 95%
 RHO_MAX = 0.9  # cap on the residual autocorrelation: beyond it n_eff would fall below a tenth of n
@@ -127,7 +120,7 @@ def _lag1(e: np.ndarray) -> float:
 def _slope_ci(design: _Design, beta: np.ndarray, sse: np.ndarray, idx: np.ndarray, n_eff: float, level: float):
     """Union over candidates ``idx`` of the conditional t-intervals of b₁ and b₂ = b₁ + (b₂ − b₁)."""
     dof = max(1.0, n_eff - 3)
-    t = float(_scipy_stats().t.ppf(0.5 + level / 2, dof))
+    t = float(scipy_stats().t.ppf(0.5 + level / 2, dof))
     sigma2 = sse[idx] / max(1, design.n - 3) * design.n / n_eff
     inv = design.xtx_inv[idx]
     b1, d = beta[idx, 1], beta[idx, 2]
@@ -159,7 +152,7 @@ def fit_break(steps, values, *, min_segment: int = 3, level: float = 0.95, n_nul
     rho = _lag1(resid)
     n_eff = n * (1 - rho) / (1 + rho)
     floor = max(float(sse[best]), 1e-300)
-    threshold = float(_scipy_stats().chi2.ppf(level, 1)) if level != 0.95 else CHI2_1_95
+    threshold = float(scipy_stats().chi2.ppf(level, 1)) if level != 0.95 else CHI2_1_95
     inside = np.flatnonzero(n_eff * np.log(np.maximum(sse, floor) / floor) <= threshold)
     b1_lo, b1_hi, b2_lo, b2_hi = _slope_ci(design, beta, sse, inside, n_eff, level)
     p = _null_p_value(x, y, design, float(sse[best]), rho, n_null, seed)

@@ -17,7 +17,7 @@ from entropy_lens.errors import UserError
 from entropy_lens.registry import Registry
 
 
-def _scipy_stats():
+def scipy_stats():
     """``scipy.stats``, imported on first use: it costs about a second, and listing or validating needs none
     of it."""
     from scipy import stats
@@ -181,7 +181,7 @@ def diff_means_from_moments(
         return Estimate(float(mean_a - mean_b) if n_a and n_b else float("nan"), float("nan"), float("nan"), n, level)
     d = float(mean_a - mean_b)
     se = float(np.sqrt(var_a / n_a + var_b / n_b))
-    z = float(_scipy_stats().norm.ppf(0.5 + level / 2.0))
+    z = float(scipy_stats().norm.ppf(0.5 + level / 2.0))
     return Estimate(d, d - z * se, d + z * se, n, level)
 
 
@@ -229,14 +229,14 @@ CORRELATIONS: Registry = Registry("correlation method")
 @CORRELATIONS.register("pearson")
 def _pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Pearson r; Fisher-z standard error 1/sqrt(n − 3)."""
-    r = float(_scipy_stats().pearsonr(x, y).statistic)
+    r = float(scipy_stats().pearsonr(x, y).statistic)
     return r, 1.0 / np.sqrt(x.size - 3)
 
 
 @CORRELATIONS.register("spearman")
 def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Spearman ρ; Fisher-z standard error sqrt(1.06/(n − 3)) (Fieller, Hartley & Pearson 1957)."""
-    r = float(_scipy_stats().spearmanr(x, y).statistic)
+    r = float(scipy_stats().spearmanr(x, y).statistic)
     return r, float(np.sqrt(1.06 / (x.size - 3)))
 
 
@@ -256,7 +256,7 @@ def correlation(x, y, method: str = "spearman", level: float = 0.95) -> Estimate
         r = float("nan") if n < 2 or np.ptp(x) == 0 or np.ptp(y) == 0 else fn(x, y)[0]
         return Estimate(r, float("nan"), float("nan"), n, level)
     r, se = fn(x, y)
-    z = float(_scipy_stats().norm.ppf(0.5 + level / 2.0))
+    z = float(scipy_stats().norm.ppf(0.5 + level / 2.0))
     zr = np.arctanh(np.clip(r, -0.999999, 0.999999))
     return Estimate(r, float(np.tanh(zr - z * se)), float(np.tanh(zr + z * se)), n, level)
 
@@ -265,7 +265,7 @@ def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion k/n ((nan, nan) when n = 0)."""
     if n == 0:
         return float("nan"), float("nan")
-    z = float(_scipy_stats().norm.ppf(0.5 + level / 2.0))
+    z = float(scipy_stats().norm.ppf(0.5 + level / 2.0))
     p = k / n
     den = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / den
@@ -277,7 +277,7 @@ def wilson_exprs(k: str, n: str, level: float = 0.95, prefix: str = "") -> list:
     """Polars expressions for the Wilson interval of ``k/n`` columns: ``{prefix}ci_low``, ``{prefix}ci_high``."""
     import polars as pl
 
-    z = float(_scipy_stats().norm.ppf(0.5 + level / 2.0))
+    z = float(scipy_stats().norm.ppf(0.5 + level / 2.0))
     nn = pl.col(n).cast(pl.Float64)
     p = pl.col(k).cast(pl.Float64) / nn
     den = 1.0 + z * z / nn
@@ -306,7 +306,7 @@ def diff_proportions(k1: int, n1: int, k2: int, n2: int, level: float = 0.95) ->
 def diff_of_estimates(a: Estimate, b: Estimate) -> Estimate:
     """``a − b`` for two independent estimates with (symmetric, normal) CIs at the same level: the standard
     errors ``(ci_high − ci_low)/(2z)`` add in quadrature.  A NaN bound gives a NaN interval."""
-    z = float(_scipy_stats().norm.ppf(0.5 + a.level / 2))
+    z = float(scipy_stats().norm.ppf(0.5 + a.level / 2))
     if any(math.isnan(x) for x in (a.ci_low, a.ci_high, b.ci_low, b.ci_high)):
         return Estimate(a.estimate - b.estimate, float("nan"), float("nan"), a.n + b.n, a.level)
     se = math.hypot((a.ci_high - a.ci_low) / (2 * z), (b.ci_high - b.ci_low) / (2 * z))
