@@ -3,7 +3,9 @@
 Routes, on N tokens × V vocabulary (defaults 4096 × 151,936, Qwen2.5's vocabulary; hidden size 1536):
 
   naive         logits [N, V] given: log_softmax(logits.float()) → entropy, gather, Σp²  (naive_token_stats)
-  logits        logits [N, V] given: token_stats_from_logits
+  logits        logits [N, V] given: token_stats_from_logits (five sums: H, Σp², Σp² log p, varentropy)
+  logits-v1     the same, with the kernel of store schema v1 (three sums; benchmarks/_kernel_v1.py): the
+                side-by-side reference for what the two newer accumulators cost
   hidden        hidden [N, D] and lm_head weight [V, D] given: token_stats_from_hidden (no [N, V] logits)
   hidden-dense  hidden and weight given: logits = hidden @ weight.T, then naive_token_stats; the fair
                 baseline for `hidden`, since both pay for the lm_head matmul
@@ -43,13 +45,18 @@ import subprocess
 import sys
 import time
 
-ROUTES = ["naive", "logits", "hidden", "hidden-dense"]
+ROUTES = ["naive", "logits", "logits-v1", "hidden", "hidden-dense"]
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as f:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+class _V1Stats:
+    def __init__(self, logprob, entropy, sum_p2):
+        self.logprob, self.entropy, self.sum_p2 = logprob, entropy, sum_p2
 
 
 def _worker(args: argparse.Namespace) -> dict:
@@ -68,7 +75,7 @@ def _worker(args: argparse.Namespace) -> dict:
         return x
 
     targets = torch.randint(0, v, (n,), device=device)
-    if args.worker in ("naive", "logits"):
+    if args.worker in ("naive", "logits", "logits-v1"):
         logits = filled(n, v, 2.0)
     else:
         hidden, weight = filled(n, d, 1.0), filled(v, d, 2.0 / d**0.5)
@@ -78,6 +85,10 @@ def _worker(args: argparse.Namespace) -> dict:
             return ops.naive_token_stats(logits, targets)
         if args.worker == "logits":
             return ops.token_stats_from_logits(logits, targets, chunk_size=args.chunk_size)
+        if args.worker == "logits-v1":
+            from _kernel_v1 import token_stats_v1
+
+            return _V1Stats(*token_stats_v1(logits, targets, chunk_size=args.chunk_size))
         if args.worker == "hidden":
             return ops.token_stats_from_hidden(hidden, weight, targets, chunk_size=args.chunk_size)
         return ops.naive_token_stats(hidden @ weight.T, targets)
@@ -183,7 +194,7 @@ def main() -> None:
         f"load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f}; "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
     )
-    baselines = {"naive": "naive", "logits": "naive", "hidden": "hidden-dense", "hidden-dense": "naive"}
+    baselines = {"naive": "naive", "logits": "naive", "logits-v1": "logits", "hidden": "hidden-dense", "hidden-dense": "naive"}
     header = f"{'route':<13} {'time s':>9} {'peak extra MB':>14} {'vs':>13} {'time ratio':>11} {'peak ratio':>11}"
     print(header + f" {'mean H':>10} {'mean logp':>10}")
     print("-" * (len(header) + 22))
@@ -201,6 +212,10 @@ def main() -> None:
         )
     print("all timed calls (s): " + "; ".join(f"{k}: {', '.join(f'{t:.3f}' for t in r['times_s'])}"
                                              for k, r in results.items()))  # fmt: skip
+    if "logits-v1" in results and "logits" in results:
+        t = results["logits"]["time_s"] / results["logits-v1"]["time_s"]
+        print(f"target (logits, five sums, vs logits-v1, three sums: time ≤ 1.15×): {t:.3f}× → "
+              f"{'MET' if t <= 1.15 else 'NOT MET'}")
     if "naive" in results and "logits" in results:
         t = results["logits"]["time_s"] / results["naive"]["time_s"]
         m = results["logits"]["peak_extra_bytes"] / results["naive"]["peak_extra_bytes"]

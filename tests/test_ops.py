@@ -127,6 +127,9 @@ def test_uniform_distribution(fn, level):
     torch.testing.assert_close(stats.entropy, torch.full((n,), math.log(v)), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(stats.sum_p2, torch.full((n,), 1 / v), rtol=1e-6, atol=0.0)
     torch.testing.assert_close(stats.logprob, torch.full((n,), -math.log(v)), rtol=1e-6, atol=1e-6)
+    # Σ p² log p = V · V⁻² · (−log V); every −log p equals log V, so its variance is exactly 0.
+    torch.testing.assert_close(stats.sum_p2_logp, torch.full((n,), -math.log(v) / v), rtol=1e-6, atol=0.0)
+    assert torch.equal(stats.varentropy, torch.zeros(n))
     # ‖e_a − p‖² = (1 − 1/V)² + (V − 1)/V² = 1 − 1/V
     torch.testing.assert_close(
         logit_grad_norm(stats.logprob, stats.sum_p2), torch.full((n,), math.sqrt(1 - 1 / v)), rtol=1e-6, atol=0.0
@@ -144,11 +147,40 @@ def test_one_hot_distribution(others, chunk):
     assert torch.equal(stats.entropy, torch.zeros(n))
     assert torch.equal(stats.sum_p2, torch.ones(n))
     assert torch.equal(stats.logprob, torch.zeros(n))
+    assert torch.equal(stats.sum_p2_logp, torch.zeros(n)) and torch.equal(stats.varentropy, torch.zeros(n))
     assert torch.equal(logit_grad_norm(stats.logprob, stats.sum_p2), torch.zeros(n))
     # A non-target token of a one-hot distribution: log p = −inf (masked) or ≈ −1e4; ‖∇‖ = sqrt(2).
     other = token_stats_from_logits(logits, (targets + 1) % v, chunk_size=chunk)
     assert (other.logprob < -9e3).all()
     torch.testing.assert_close(logit_grad_norm(other.logprob, other.sum_p2), torch.full((n,), math.sqrt(2)))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 8192])
+@pytest.mark.parametrize(("k", "gap"), [(1, 2.0), (10, 0.5), (150, 7.0), (299, 3.0)])
+def test_two_level_distribution(k, gap, chunk):
+    # k logits at `gap`, V − k at 0: a mass q = k·e^gap / (k·e^gap + V − k) on the first level, whose tokens
+    # have log p = gap − log Z, the others −log Z.  −log p takes two values `gap` apart, so
+    # Var = q (1 − q) gap²; Σ p² log p = k p₁² log p₁ + (V − k) p₀² log p₀ with p₁ = e^gap / Z, p₀ = 1 / Z.
+    v = 300
+    logits = torch.zeros(2, v)
+    logits[:, :k] = gap
+    z = k * math.exp(gap) + (v - k)
+    q, p1, p0 = k * math.exp(gap) / z, math.exp(gap) / z, 1 / z
+    stats = token_stats_from_logits(logits, torch.tensor([0, v - 1]), chunk_size=chunk)
+    torch.testing.assert_close(stats.varentropy, torch.full((2,), q * (1 - q) * gap**2), rtol=1e-5, atol=1e-6)
+    want = k * p1 * p1 * math.log(p1) + (v - k) * p0 * p0 * math.log(p0)
+    torch.testing.assert_close(stats.sum_p2_logp, torch.full((2,), want), rtol=1e-5, atol=1e-7)
+
+
+def test_new_sums_match_float64():
+    # fp64 log_softmax of the same (fp32) logits: the fp32 one-pass sums stay within 1e-5 of it.
+    logits, targets = _logits(64, 5000, torch.float32, scale=4.0), _targets(64, 5000)
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    p = logp.exp()
+    h = -(p * logp).sum(-1)
+    stats = token_stats_from_logits(logits, targets, chunk_size=512)
+    torch.testing.assert_close(stats.sum_p2_logp.double(), (p * p * logp).sum(-1), rtol=0.0, atol=1e-5)
+    torch.testing.assert_close(stats.varentropy.double(), (p * (logp + h[:, None]) ** 2).sum(-1), rtol=0.0, atol=1e-5)
 
 
 @pytest.mark.parametrize("fn", ["logits", "hidden"])
@@ -294,3 +326,4 @@ def test_property_matches_naive(case):
     _assert_stats_close(got, want, rtol=1e-5, atol=2e-5)
     assert (got.entropy >= 0).all() and (got.entropy <= math.log(logits.shape[1]) + 1e-5).all()
     assert ((got.sum_p2 > 0) & (got.sum_p2 <= 1 + 1e-6)).all()
+    assert (got.varentropy >= 0).all() and (got.sum_p2_logp <= 0).all()
