@@ -19,7 +19,10 @@ Guarantees:
 * One writer at a time: :class:`StoreWriter` holds an exclusive ``flock`` on ``STORE/.lock``; the kernel
   drops it when the process dies, so a killed sweep never blocks its own resume.
 * The schema version is written into the manifest and into every file's metadata; a reader refuses a store
-  from a newer version with one clear message.
+  from a newer version with one clear message.  Stores of an older version still read: the columns added
+  since (:data:`ADDED_COLUMNS`) come back as typed all-null columns, so an analysis that needs them can test
+  ``col.null_count() == len(col)`` and say which store it needs.  A writer never appends to an older store (one
+  store, one row layout): it refuses with one line naming the store and the fix (a new ``--out``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ import pyarrow.parquet as pq
 from entropy_lens.errors import StoreLockedError, UserError
 from entropy_lens.version import __version__
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions a reader opens.  Version 1 lacks the columns of :data:`ADDED_COLUMNS`.
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "lens.json"
 LOCK = ".lock"
 _META = {b"entropy_lens.schema_version": str(SCHEMA_VERSION).encode()}
@@ -56,6 +61,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("step", i32, False), ("prompt_id", i32, False), ("sample_id", i32, False),
         ("position", i32, False), ("rel_position", f32, False), ("token_id", i32, False),
         ("logprob", f32, False), ("entropy", f32, False), ("sum_p2", f32, False),
+        ("sum_p2_logp", f32, True), ("varentropy", f32, True),
         ("advantage", f32, True), ("shaped_advantage", f32, True),
     ),
     "samples": _schema(
@@ -68,10 +74,16 @@ SCHEMAS: dict[str, pa.Schema] = {
     "updates": _schema(
         ("step", i32, False), ("next_step", i32, False), ("prompt_id", i32, False),
         ("sample_id", i32, False), ("position", i32, False), ("logprob_next", f32, False),
+        ("entropy_next", f32, True),
     ),
     "vocab": _schema(("token_id", i32, False), ("token", utf8, False)),
 }
 PARTITIONED = ("tokens", "samples", "updates")
+#: Columns each schema version added (nullable, so that an older store reads with them all null).  Every writer
+#: of this version fills them; they are null only in stores written before.
+ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
+    2: {"tokens": ("sum_p2_logp", "varentropy"), "updates": ("entropy_next",)},
+}
 _SORT = {"tokens": _KEY + ["position"], "samples": _KEY, "updates": _KEY + ["position"], "vocab": ["token_id"]}
 ROW_GROUP_SIZE = 1 << 20  # large row groups: 100k-row batches halved zstd write throughput (6.9 → 3.5 M rows/s, measured)
 
@@ -137,10 +149,16 @@ def read_manifest(root: Path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: unreadable manifest ({e}); delete the store and re-run") from None
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UserError(f"{root}: store schema version {version!r} is not understood by this entropy-lens "
-                        f"(which reads version {SCHEMA_VERSION}); use the entropy-lens version that wrote it")
+                        f"(which reads versions {READABLE_VERSIONS[0]} to {SCHEMA_VERSION}); use the entropy-lens "
+                        "version that wrote it")
     return manifest
+
+
+def missing_columns(version: int, table: str) -> list[str]:
+    """The columns of ``table`` that a store of schema ``version`` lacks (added by later versions)."""
+    return [c for v, added in sorted(ADDED_COLUMNS.items()) if v > version for c in added.get(table, ())]
 
 
 class StoreWriter:
@@ -191,6 +209,12 @@ class StoreWriter:
     def _load_or_create_manifest(self) -> None:
         if (self.root / MANIFEST).exists():
             manifest = read_manifest(self.root)
+            version = manifest.get("schema_version")
+            if version != SCHEMA_VERSION:
+                lacks = ", ".join(c for t in PARTITIONED for c in missing_columns(version, t))
+                raise UserError(f"{self.root}: written at store schema {version} (without {lacks}); this "
+                                f"entropy-lens writes schema {SCHEMA_VERSION} and does not append to an older "
+                                "store: choose a new --out (the old store still reads, with those columns null)")
             old = manifest.get("settings", {})
             if manifest.get("kind") != self.kind or not _same_settings(old, self.settings):
                 diff = _settings_diff(manifest.get("settings", {}), self.settings)
@@ -288,10 +312,12 @@ class Store:
         if table not in PARTITIONED:
             raise ValueError(f"{table} is not a partitioned table (one of {', '.join(PARTITIONED)})")
         steps = self.manifest["completed"].get(table, [])
-        return Partitions(table, {int(s): partition_path(self.root, table, s) for s in steps})
+        return Partitions(table, {int(s): partition_path(self.root, table, s) for s in steps},
+                          int(self.manifest["schema_version"]))
 
     def tokens_with_updates(self) -> pl.LazyFrame:
-        """View: the ``tokens`` rows of every step that has ``updates``, with ``next_step`` and ``logprob_next``.
+        """View: the ``tokens`` rows of every step that has ``updates``, with ``next_step``, ``logprob_next`` and
+        ``entropy_next`` (all null in a store of schema 1).
 
         The same rows as ``tokens ⋈ updates`` on (step, prompt_id, sample_id, position), without a hash join:
         both tables' partitions are written sorted by that key, one row per token, so each step's two files
@@ -301,7 +327,8 @@ class Store:
         without ``updates=``; they read it a step at a time by filtering it, so ``tokens=store.partitions("tokens"),
         updates=store.partitions("updates")`` is the faster way to give them the same rows.
         """
-        return pair_steps(self.partitions("tokens"), self.partitions("updates"), ("next_step", "logprob_next"))
+        return pair_steps(self.partitions("tokens"), self.partitions("updates"),
+                          ("next_step", "logprob_next", "entropy_next"))
 
     @property
     def tokens(self) -> pl.LazyFrame:
@@ -343,20 +370,38 @@ class Store:
 TOKEN_KEY = [*_KEY, "position"]
 
 
+def _polars_schema(table: str) -> pl.Schema:
+    return pl.from_arrow(SCHEMAS[table].empty_table()).schema
+
+
+def with_added_columns(frame: pl.LazyFrame, table: str, version: int) -> pl.LazyFrame:
+    """``frame`` (rows of ``table`` from a store of schema ``version``) with the columns later versions added,
+    as typed nulls in their schema place: a schema-1 ``tokens`` frame gets all-null Float32 ``sum_p2_logp`` and
+    ``varentropy``.  The frame itself when nothing is missing."""
+    cols = missing_columns(version, table)
+    if not cols:
+        return frame
+    dtypes = _polars_schema(table)
+    return frame.with_columns(pl.lit(None, dtype=dtypes[c]).alias(c) for c in cols).select(SCHEMAS[table].names)
+
+
 @dataclass(frozen=True, eq=False)
 class Partitions:
-    """One table's completed step partitions, from :meth:`Store.partitions`: ``paths`` maps step → file.
+    """One table's completed step partitions, from :meth:`Store.partitions`: ``paths`` maps step → file;
+    ``version`` is the store's schema version (the columns it lacks are read as nulls).
 
     :meth:`scan` is the same LazyFrame as the store's table property (``Store.tokens`` for the tokens).
     """
 
     table: str
     paths: dict[int, Path]
+    version: int = SCHEMA_VERSION
 
     def scan(self) -> pl.LazyFrame:
         if not self.paths:
-            return pl.LazyFrame(schema=pl.from_arrow(SCHEMAS[self.table].empty_table()).schema)
-        return pl.scan_parquet([str(p) for p in self.paths.values()], hive_partitioning=False)
+            return pl.LazyFrame(schema=_polars_schema(self.table))
+        return with_added_columns(pl.scan_parquet([str(p) for p in self.paths.values()], hive_partitioning=False),
+                                  self.table, self.version)
 
 
 class StepTable:
@@ -368,13 +413,15 @@ class StepTable:
     """
 
     def __init__(self, files: dict[int, Path] | None = None, frame: pl.LazyFrame | None = None,
-                 steps: Iterable[int] = ()):
+                 steps: Iterable[int] = (), *, table: str | None = None, version: int = SCHEMA_VERSION):
         self._files, self._frame = files, frame
+        self._table, self._version = table, version  # files of an older schema get the added columns as nulls
         self.steps = sorted(files) if files is not None else sorted(int(s) for s in steps)
 
     def scan(self, step: int) -> pl.LazyFrame:
         if self._files is not None:
-            return pl.scan_parquet(str(self._files[step]), hive_partitioning=False)
+            lf = pl.scan_parquet(str(self._files[step]), hive_partitioning=False)
+            return with_added_columns(lf, self._table, self._version) if self._table else lf
         return self._frame.filter(pl.col("step") == step)
 
     def num_rows(self, step: int) -> int | None:
@@ -397,8 +444,8 @@ def step_tables(*sources: pl.LazyFrame | Partitions) -> list[StepTable]:
     frames = [i for i, s in enumerate(sources) if not isinstance(s, Partitions)]
     found = pl.collect_all([sources[i].select(pl.col("step").unique().drop_nulls()) for i in frames]) if frames else []
     steps = {i: df["step"].to_list() for i, df in zip(frames, found)}
-    return [StepTable(files=s.paths) if isinstance(s, Partitions) else StepTable(frame=s, steps=steps[i])
-            for i, s in enumerate(sources)]
+    return [StepTable(files=s.paths, table=s.table, version=s.version) if isinstance(s, Partitions)
+            else StepTable(frame=s, steps=steps[i]) for i, s in enumerate(sources)]
 
 
 def keys_aligned(t: pl.DataFrame, u: pl.DataFrame) -> bool:

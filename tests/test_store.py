@@ -8,7 +8,7 @@ import pytest
 
 import entropy_lens
 from entropy_lens.errors import StoreLockedError, UserError
-from entropy_lens.store import SCHEMA_VERSION, StoreWriter, partition_path
+from entropy_lens.store import SCHEMA_VERSION, SCHEMAS, StoreWriter, partition_path
 
 
 def tokens(step, n=3):
@@ -59,8 +59,78 @@ def test_not_a_store_and_newer_schema(tmp_path):
     with pytest.raises(UserError, match="not an entropy-lens store"):
         entropy_lens.open(tmp_path)
     (tmp_path / "lens.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
-    with pytest.raises(UserError, match="is not understood"):
+    with pytest.raises(UserError, match="is not understood.*reads versions 1 to 2"):
         entropy_lens.open(tmp_path)
+    with pytest.raises(UserError, match="is not understood"):  # nor written to
+        StoreWriter(tmp_path, kind="sweep", settings={}).__enter__()
+
+
+def write_v1_store(root):
+    """A store as entropy-lens wrote it at schema 1: the v1 tables (no sum_p2_logp, varentropy, entropy_next),
+    version 1 in every file's metadata and in the manifest."""
+    import pyarrow as pa
+
+    from entropy_lens.store import atomic_write_parquet, to_arrow
+
+    meta = {b"entropy_lens.schema_version": b"1"}
+    added = {"tokens": {"sum_p2_logp", "varentropy"}, "updates": {"entropy_next"}}
+    for step in (0, 1):
+        for name, cols in (("tokens", tokens(step, 4)), ("updates", updates(step, [0, 1, 2, 3]))):
+            t = to_arrow(name, cols)
+            old = pa.schema([f for f in SCHEMAS[name] if f.name not in added[name]], metadata=meta)
+            atomic_write_parquet(t.select(old.names).cast(old), partition_path(root, name, step))
+    root.joinpath("lens.json").write_text(json.dumps({
+        "schema_version": 1, "kind": "sweep", "toolkit_version": "0.1.0", "settings": {},
+        "completed": {"tokens": [0, 1], "samples": [], "updates": [0, 1]}}))
+    return root
+
+
+def test_a_schema_1_store_opens_with_the_new_columns_null(tmp_path):
+    root = write_v1_store(tmp_path / "v1")
+    assert "varentropy" not in pq.read_schema(partition_path(root, "tokens", 0)).names  # really the old layout
+    store = entropy_lens.open(root)
+    frames = {"tokens": store.tokens.collect(), "updates": store.updates.collect(),
+              "tokens (partitions)": store.partitions("tokens").scan().collect(),
+              "tokens_with_updates": store.tokens_with_updates().collect()}
+    for name, df in frames.items():
+        assert df.height == 8, name
+        for col in ("sum_p2_logp", "varentropy", "entropy_next"):
+            if col in df.columns:
+                assert df.schema[col] == pl.Float32 and df[col].null_count() == df.height, (name, col)
+    assert frames["tokens"].columns == SCHEMAS["tokens"].names
+    assert frames["updates"].columns == SCHEMAS["updates"].names
+    assert "entropy_next" in frames["tokens_with_updates"].columns
+    assert frames["tokens"]["logprob"].to_list() == [-1.0] * 8  # the old columns read as written
+    # step-wise readers (one file a step) fill the same nulls
+    from entropy_lens.store import StepPairs
+
+    pairs = StepPairs(store.partitions("tokens"), store.partitions("updates"), ("logprob_next", "entropy_next"))
+    one = pairs.frame(1, ["position", "varentropy"])
+    assert one["varentropy"].null_count() == one["entropy_next"].null_count() == 4
+
+
+def test_a_schema_1_store_is_not_appended_to(tmp_path):
+    root = write_v1_store(tmp_path / "v1")
+    before = (root / "lens.json").read_text()
+    with pytest.raises(UserError, match=r"written at store schema 1 \(without sum_p2_logp, varentropy, "
+                                         r"entropy_next\).*choose a new --out") as e:
+        StoreWriter(root, kind="sweep", settings={}).__enter__()
+    assert "\n" not in str(e.value) and str(root) in str(e.value)
+    assert (root / "lens.json").read_text() == before
+    with pytest.raises(UserError, match="written at store schema 1"):  # the refusal released the lock
+        StoreWriter(root, kind="sweep", settings={}).__enter__()
+
+
+def test_new_columns_round_trip(tmp_path):
+    with StoreWriter(tmp_path, kind="sweep", settings={}) as w:
+        w.write_step(0, tokens={**tokens(0), "sum_p2_logp": [-0.3] * 3, "varentropy": [0.2] * 3},
+                     updates={**updates(0, [0, 1, 2]), "entropy_next": [0.4] * 3})
+    store = entropy_lens.open(tmp_path)
+    assert store.manifest["schema_version"] == SCHEMA_VERSION == 2
+    t, u = store.tokens.collect(), store.updates.collect()
+    assert t["varentropy"].to_list() == pytest.approx([0.2] * 3) and t["sum_p2_logp"].null_count() == 0
+    assert u["entropy_next"].to_list() == pytest.approx([0.4] * 3)
+    assert store.tokens_with_updates().collect()["entropy_next"].null_count() == 0
 
 
 def test_empty_store_has_typed_empty_frames(tmp_path):
@@ -88,8 +158,8 @@ def test_tokens_with_updates_view_pairs_rows_and_joins_misaligned_steps(tmp_path
         w.write_step(2, tokens=tokens(2, 4))  # no updates: left out, as by the join
     store = entropy_lens.open(tmp_path)
     view = store.tokens_with_updates().collect()
-    want = store.tokens.join(store.updates.select("step", "prompt_id", "sample_id", "position", "next_step", "logprob_next"),
-                             on=["step", "prompt_id", "sample_id", "position"], how="inner").collect()
+    want = store.tokens.join(store.updates.select("step", "prompt_id", "sample_id", "position", "next_step",
+                                                  "logprob_next", "entropy_next"), on=["step", "prompt_id", "sample_id", "position"], how="inner").collect()
     key = ["step", "position"]
     assert view.columns == want.columns
     assert view.sort(key).equals(want.sort(key))

@@ -85,7 +85,7 @@ def test_unknown_schema_version(tmp_path, tiny_run, capsys):
     (out / "lens.json").write_text(json.dumps(manifest))
     capsys.readouterr()
     code, err = run(capsys, "validate", str(out))
-    assert_one_clear_line(code, err, "schema version 99", "reads version 1")
+    assert_one_clear_line(code, err, "schema version 99", "reads versions 1 to 2")
     code, err = run(capsys, "collect", str(tiny_run), "--out", str(out), *FAST)
     assert_one_clear_line(code, err, "schema version 99")
 
