@@ -114,7 +114,8 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
 
     Returns ``(responses, scores)``: the responses as :func:`sample_hf` cuts them (up to and including the first
     EOS), and a :class:`entropy_lens.capture.scoring.Scores` of the sampling distribution ``softmax(logits / T)``
-    at each sampled token — its log-prob, full-vocabulary entropy and Σp² — computed from the very logits the
+    at each sampled token — its log-prob, full-vocabulary entropy, Σp², Σp² log p and varentropy
+    (``scoring.STAT_FIELDS``) — computed from the very logits the
     token was drawn from (``ops.token_stats_from_logits``), so no second, teacher-forced pass is needed: they
     equal :func:`entropy_lens.capture.scoring.score` on the same tokens up to float rounding (tested, 1e-5).
     ``scores`` is None for greedy decoding (``temperature == 0``) or ``stats=False``.
@@ -137,7 +138,7 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     than ``sdpa``) are sampled by :func:`sample_hf` and scored by ``capture.scoring.score`` instead.  The random
     draws use a private ``torch.Generator`` seeded with ``seed``; the global RNG is untouched.
     """
-    from entropy_lens.capture.scoring import Scores
+    from entropy_lens.capture.scoring import STAT_FIELDS, Scores
     from entropy_lens.ops import token_stats_from_logits
 
     device = next(model.parameters()).device
@@ -151,7 +152,7 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
 
         return responses, score(model, prompt_ids, [r.token_ids for r in responses], temperature=temp)
     if n == 0 or steps < 1:
-        empty = Scores(*(np.zeros(0, np.float32) for _ in range(3)), lengths=[0] * n) if stats else None
+        empty = Scores(*(np.zeros(0, np.float32) for _ in STAT_FIELDS), lengths=[0] * n) if stats else None
         return [Response([], steps < 1 and n > 0) for _ in range(n)], empty
     eos = sorted(eos_token_ids(model, tokenizer))
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
@@ -160,7 +161,7 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     cache, logits, keymask, next_pos, width = _prefill(model, prompt_ids, steps, pad, device)
     gen = torch.Generator(device=device).manual_seed(seed)
     tokens = torch.full((n, steps), pad, dtype=torch.long, device=device)
-    st = torch.zeros((3, n, steps), dtype=torch.float32, device=device) if stats else None
+    st = torch.zeros((len(STAT_FIELDS), n, steps), dtype=torch.float32, device=device) if stats else None
     rows = torch.arange(n, device=device)  # original index of each decoded row
     alive = torch.ones(n, dtype=torch.bool, device=device)  # not finished yet, per decoded row
     for t in range(steps):
@@ -168,7 +169,7 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
             tok = _draw(logits, temp, params.top_p, gen)
             if stats:
                 s = token_stats_from_logits(logits, tok, temperature=temp)
-                st[:, rows, t] = torch.stack([s.logprob, s.entropy, s.sum_p2])
+                st[:, rows, t] = torch.stack([getattr(s, k) for k in STAT_FIELDS])
         else:
             tok = logits.argmax(dim=-1)
         tokens[rows, t] = torch.where(alive, tok, pad)
@@ -192,7 +193,7 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
         return responses, None
     lens = [len(r.token_ids) for r in responses]
     valid = torch.arange(steps, device=device)[None, :] < torch.tensor(lens, device=device)[:, None]
-    flat = [st[k][valid].cpu().numpy() for k in range(3)]  # row-major: (sequence, position) order
+    flat = [st[k][valid].cpu().numpy() for k in range(len(STAT_FIELDS))]  # row-major: (sequence, position) order
     return responses, Scores(*flat, lengths=lens)
 
 

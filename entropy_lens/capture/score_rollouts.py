@@ -2,7 +2,7 @@
 
 A trainer's rollout dump holds the exact prompts and responses it trained on, but (at best) only
 sequence-level scalars.  Re-reading each ``prompt + response`` once under the checkpoint that sampled it
-gives back the per-token entropy, log-prob and Σp² — without generating anything — in the same store that
+gives back the per-token entropy, log-prob, Σp², Σp² log p and varentropy — without generating anything — in the same store that
 ``entropy-lens collect`` writes, so every analysis runs on it unchanged.  The dump formats, and which
 checkpoint scores which step, are in :mod:`entropy_lens.capture.rollouts`.
 

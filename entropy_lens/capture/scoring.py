@@ -18,14 +18,28 @@ from entropy_lens.capture.padding import pad_sequences
 from entropy_lens.ops import token_stats_from_hidden, token_stats_from_logits
 
 
+#: The per-token statistics of :class:`Scores`, in the order of :class:`entropy_lens.ops.TokenStats` (and of the
+#: ``tokens`` columns that hold them).
+STAT_FIELDS = ("logprob", "entropy", "sum_p2", "sum_p2_logp", "varentropy")
+
+
 @dataclass
 class Scores:
-    """Flat per-token arrays for a batch of responses, in (sequence, position) order."""
+    """Flat per-token arrays for a batch of responses, in (sequence, position) order: each [N] fp32,
+    N = ``sum(lengths)``; the fields of :data:`STAT_FIELDS` (those of ``ops.TokenStats``), then ``lengths``."""
 
     logprob: np.ndarray
     entropy: np.ndarray
     sum_p2: np.ndarray
+    sum_p2_logp: np.ndarray
+    varentropy: np.ndarray
     lengths: list[int]
+
+    @classmethod
+    def concat(cls, parts: Sequence["Scores"]) -> "Scores":
+        """The scores of several batches, one after the other."""
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) if parts else np.zeros(0, np.float32)
+                     for k in STAT_FIELDS), lengths=[n for p in parts for n in p.lengths])
 
 
 def _plain_lm_head(model) -> bool:
@@ -58,13 +72,14 @@ def forward_at(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequ
 @torch.no_grad()
 def score(model, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], *,
           temperature: float = 1.0, batch_size: int = 64, chunk_size: int = 8192) -> Scores:
-    """Per-token log-prob, entropy and Σp² of each response token given its prompt and prefix.
+    """Per-token log-prob, entropy, Σp², Σp² log p and varentropy of each response token given its prompt and
+    prefix (the fields of :data:`STAT_FIELDS`, from one vocabulary pass: ``ops.token_stats_from_hidden``).
 
     Shapes: returns arrays of length ``sum(len(r) for r in response_ids)``; response ``i`` occupies
     ``[offsets[i], offsets[i] + len(response_ids[i]))``.  Statistics are of ``softmax(logits / temperature)``.
     """
     device = next(model.parameters()).device
-    out = {k: [] for k in ("logprob", "entropy", "sum_p2")}
+    out = {k: [] for k in STAT_FIELDS}
     for lo in range(0, len(response_ids), batch_size):
         prompts, responses = prompt_ids[lo:lo + batch_size], response_ids[lo:lo + batch_size]
         targets = torch.tensor([t for r in responses for t in r], dtype=torch.long, device=device)

@@ -3,10 +3,10 @@
 For each checkpoint, in step order:
 
 1. if the previous checkpoint's samples have no ``updates`` yet, teacher-force them under this checkpoint
-   (Δlog-prob per token, paper-notes §1.7);
+   (``logprob_next`` and ``entropy_next`` per token, from one pass: Δlog-prob and realized ΔH, paper-notes §1.7);
 2. unless this step is already in the store, sample ``samples_per_prompt`` responses per eval problem, score
-   every response token teacher-forced (exact entropy, log-prob, Σp²), grade the answers, and write the
-   step's ``tokens`` and ``samples`` partitions.
+   every response token teacher-forced (exact entropy, log-prob, Σp², Σp² log p, varentropy), grade the
+   answers, and write the step's ``tokens`` and ``samples`` partitions.
 
 Every partition is written atomically and listed in the manifest only when complete, and every batch draws
 its randomness from ``(seed, step, batch index)`` alone, so a killed sweep re-run gives exactly the rows of

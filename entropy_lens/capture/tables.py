@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from entropy_lens.capture.sampling import Response
-from entropy_lens.capture.scoring import Scores, score
+from entropy_lens.capture.scoring import STAT_FIELDS, Scores, score
 from entropy_lens.tasks import Problem, Verdict, Verifier
 
 Job = tuple[int, int]  # (prompt_id, sample_id)
@@ -37,7 +37,8 @@ def layout_tables(step: int, jobs: Sequence[Job], responses: Sequence[Response],
     """The ``tokens`` columns and the ungraded ``samples`` columns of one step.
 
     Response ``i`` answers the prompt ``prompts[jobs[i][0]]``, has the text ``texts[i]`` and occupies rows
-    ``[o_i, o_i + L_i)`` of ``stats`` (``o`` the running sum of the lengths ``L``).  Per token:
+    ``[o_i, o_i + L_i)`` of ``stats`` (``o`` the running sum of the lengths ``L``).  Per token: the statistics
+    of ``scoring.STAT_FIELDS`` (logprob, entropy, sum_p2, sum_p2_logp, varentropy), and
     ``rel_position = position / max(L, 1)``; per response: ``logppl = −mean(logprob)`` and ``mean_entropy``
     (both 0 for an empty response).
     """
@@ -52,7 +53,7 @@ def layout_tables(step: int, jobs: Sequence[Job], responses: Sequence[Response],
         "position": position.astype(np.int32),
         "rel_position": (position / np.repeat(np.maximum(lengths, 1), lengths)).astype(np.float32),
         "token_id": np.array([t for r in responses for t in r.token_ids], dtype=np.int32),
-        "logprob": stats.logprob, "entropy": stats.entropy, "sum_p2": stats.sum_p2,
+        **{k: getattr(stats, k) for k in STAT_FIELDS},
     }
     spans = list(zip(offsets[:-1], offsets[1:]))
     samples = {
@@ -84,7 +85,8 @@ def verifier_columns(verify: Verifier, problems: Sequence[Problem], jobs: Sequen
 def updates_table(frame: pl.DataFrame, step: int, next_step: int, model, prompt_ids: Sequence[Sequence[int]], *,
                   temperature: float, batch_size: int) -> dict:
     """``updates`` columns for the responses in ``frame`` (``tokens`` rows of ``step``), teacher-forced under
-    ``model`` (the checkpoint of ``next_step``) at ``temperature``: ``logprob_next`` per token."""
+    ``model`` (the checkpoint of ``next_step``) at ``temperature``: per token, ``logprob_next`` and ``entropy_next``
+    (the entropy of the same context under ``next_step``), from the same scoring pass."""
     frame = frame.select("prompt_id", "sample_id", "position", "token_id").sort("prompt_id", "sample_id", "position")
     groups = frame.group_by(["prompt_id", "sample_id"], maintain_order=True).agg("token_id")
     keys = list(zip(groups["prompt_id"].to_list(), groups["sample_id"].to_list()))
@@ -94,7 +96,7 @@ def updates_table(frame: pl.DataFrame, step: int, next_step: int, model, prompt_
     return {
         "step": np.full(len(frame), step, np.int32), "next_step": np.full(len(frame), next_step, np.int32),
         "prompt_id": frame["prompt_id"], "sample_id": frame["sample_id"], "position": frame["position"],
-        "logprob_next": stats.logprob,
+        "logprob_next": stats.logprob, "entropy_next": stats.entropy,
     }
 
 

@@ -2,7 +2,9 @@
 
 vLLM is only the sampler.  Every response is still scored by :func:`entropy_lens.capture.scoring.score`
 (hidden states + lm_head in vocabulary chunks), because vLLM returns at most top-k log-probs and no entropy
-(vLLM's ``SamplingParams.logprobs`` returns the top-k, capped at 20 by default).  Install with ``pip install 'entropy-lens[vllm]'``; ``vllm`` is imported only when the
+(vLLM's ``SamplingParams.logprobs`` returns the top-k, capped at 20 by default).  So the store's every per-token
+statistic (log-prob, entropy, Σp², Σp² log p, varentropy; ``entropy_next`` in ``updates``) comes from that
+pass and is filled as with ``hf``; nothing is taken from vLLM but the token ids.  Install with ``pip install 'entropy-lens[vllm]'``; ``vllm`` is imported only when the
 backend runs, so the rest of the toolkit never needs it.
 
 Engine lifetime (the sweep calls the sampler once per checkpoint, with every job of the step):

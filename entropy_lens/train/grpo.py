@@ -14,7 +14,8 @@ What one run does (the embedded default):
    entropy to remove and accuracy to gain.
 2. For each RL step s (rollouts of step s come from checkpoint ``step_s``):
    a. sample ``group_size`` responses for ``prompts_per_step`` fresh prompts, recording each sampled token's
-      exact entropy, log-prob and Σp² under the rollout policy π_old from the logits it was drawn from;
+      exact entropy, log-prob, Σp², Σp² log p and varentropy under the rollout policy π_old from the logits it
+      was drawn from;
       reward +1/−1 (exact answer) plus DAPO's overlong penalty; keep only groups with mixed correctness;
       sample more prompts until the batch is full or ``max_gen_rounds`` rounds have run (dynamic sampling);
    b. store the rollouts with those statistics (tokens/samples, ``source="train"``) — dropped groups too,
@@ -240,8 +241,7 @@ def rollout(model, tokenizer, step: int, cfg: TrainConfig, held_out: set[str]):
                           ) // cfg.group_size
         if kept_groups >= cfg.prompts_per_step:
             break
-    stats = Scores(*(np.concatenate([getattr(s, k) for s in scores]) for k in ("logprob", "entropy", "sum_p2")),
-                   lengths=[len(r.token_ids) for r in responses])
+    stats = Scores.concat(scores)
     return problems, prompt_ids, jobs, responses, stats, texts, torch.tensor(correct), rounds
 
 
@@ -250,7 +250,7 @@ def rl_step(model, tokenizer, opt, sched, step: int, cfg: TrainConfig, window, h
     ``steps.parquet`` row (``seconds_score`` is 0: scoring is part of ``seconds_sample``)."""
     device = next(model.parameters()).device
     t0 = time.perf_counter()
-    # π_old's per-token log-prob, entropy and Σp² come with the samples, from the logits they were drawn from.
+    # π_old's per-token statistics (scoring.STAT_FIELDS) come with the samples, from the logits they were drawn from.
     problems, prompt_ids, jobs, responses, stats, texts, correct, rounds = rollout(model, tokenizer, step, cfg,
                                                                                   held_out)
     t1 = t2 = time.perf_counter()

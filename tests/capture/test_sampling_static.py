@@ -13,7 +13,7 @@ import torch
 from entropy_lens.capture import sampling
 from entropy_lens.capture.backends import BACKENDS, SAMPLERS, Backend
 from entropy_lens.capture.sampling import SamplingParams, sample_hf, sample_with_stats
-from entropy_lens.capture.scoring import score
+from entropy_lens.capture.scoring import STAT_FIELDS, score
 from entropy_lens.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
 from entropy_lens.tasks.arith import ALPHABET
 
@@ -46,8 +46,9 @@ def test_sampled_statistics_equal_teacher_forced_scoring(tiny, monkeypatch, temp
     assert len(set(lengths)) > 3 and any(r.truncated for r in responses) and not all(r.truncated for r in responses)
     assert stats.lengths == lengths and len(stats.logprob) == sum(lengths)
     ref = score(model, prompts, [r.token_ids for r in responses], temperature=temperature)
-    for k in ("logprob", "entropy", "sum_p2"):
+    for k in STAT_FIELDS:  # all five, from the logits each token was drawn from
         np.testing.assert_allclose(getattr(stats, k), getattr(ref, k), rtol=0, atol=1e-5, err_msg=k)
+    assert stats.varentropy.max() > 0.01 and stats.sum_p2_logp.min() < -0.01
 
 
 def test_responses_are_cut_at_eos_and_seeded(tiny):

@@ -26,7 +26,14 @@ def collect(ckpts, out, *extra) -> int:
 
 
 def reference_stats(ckpt_dir: Path, prompt: str, response_ids: list[int], temperature: float = 1.0):
+    """``(logprob, entropy, sum_p2)`` of :func:`reference_all`."""
+    ref = reference_all(ckpt_dir, prompt, response_ids, temperature)
+    return ref["logprob"], ref["entropy"], ref["sum_p2"]
+
+
+def reference_all(ckpt_dir: Path, prompt: str, response_ids: list[int], temperature: float = 1.0) -> dict:
     """Independent oracle: full logits from the plain forward, dense fp64 log_softmax, no entropy_lens code.
+    Every ``tokens`` statistic, [len(response_ids)] fp64 each.
 
     The prompt is encoded by the in-memory tokenizer the checkpoints were built with, not the saved copy.
     """
@@ -42,9 +49,14 @@ def reference_stats(ckpt_dir: Path, prompt: str, response_ids: list[int], temper
     with torch.no_grad():
         logits = model(ids).logits[0].double() / temperature
     logp = torch.log_softmax(logits, -1)[len(prompt_ids) - 1: len(prompt_ids) - 1 + len(response_ids)]
-    target_logp = logp.gather(-1, torch.tensor(response_ids)[:, None])[:, 0]
-    entropy = -(logp.exp() * logp).sum(-1)
-    return target_logp.numpy(), entropy.numpy(), (logp.exp() ** 2).sum(-1).numpy()
+    p = logp.exp()
+    entropy = -(p * logp).sum(-1)
+    return {"logprob": logp.gather(-1, torch.tensor(response_ids)[:, None])[:, 0].numpy(), "entropy": entropy.numpy(),
+            "sum_p2": (p ** 2).sum(-1).numpy(), "sum_p2_logp": (p ** 2 * logp).sum(-1).numpy(),
+            "varentropy": (p * logp ** 2).sum(-1).sub(entropy ** 2).numpy()}
+
+
+STATS = ("logprob", "entropy", "sum_p2", "sum_p2_logp", "varentropy")
 
 
 @pytest.mark.parametrize("layout", ["hf", "trl", "verl", "step"])
@@ -67,28 +79,32 @@ def test_collect_every_layout_matches_plain_torch(tmp_path, tiny_tokenizer, layo
     for row in samples.filter(pl.col("step") == step).iter_rows(named=True):
         t = tokens.filter((pl.col("step") == step) & (pl.col("prompt_id") == row["prompt_id"])
                           & (pl.col("sample_id") == row["sample_id"])).sort("position")
-        logp, ent, p2 = reference_stats(ckpt_dir, row["prompt"], t["token_id"].to_list())
-        np.testing.assert_allclose(t["logprob"].to_numpy(), logp, atol=1e-5, rtol=0)
-        np.testing.assert_allclose(t["entropy"].to_numpy(), ent, atol=1e-5, rtol=0)
-        np.testing.assert_allclose(t["sum_p2"].to_numpy(), p2, atol=1e-5, rtol=0)
-        assert row["logppl"] == pytest.approx(-logp.mean(), abs=1e-5)
+        ref = reference_all(ckpt_dir, row["prompt"], t["token_id"].to_list())
+        for k in STATS:
+            np.testing.assert_allclose(t[k].to_numpy(), ref[k], atol=1e-5, rtol=0, err_msg=k)
+        assert row["logppl"] == pytest.approx(-ref["logprob"].mean(), abs=1e-5)
         assert t["position"].to_list() == list(range(row["length"]))
         assert t["rel_position"].to_numpy() == pytest.approx(np.arange(row["length"]) / row["length"])
 
 
-def test_updates_are_logprobs_under_the_next_checkpoint(tmp_path, tiny_run):
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_updates_are_logprobs_under_the_next_checkpoint(tmp_path, tiny_run, temperature):
     out = tmp_path / "store"
-    assert collect(tiny_run, out) == 0
+    assert collect(tiny_run, out, "--temperature", str(temperature)) == 0
     store = entropy_lens.open(out)
     assert store.manifest["completed"]["updates"] == [0, 10]  # the last step has no next checkpoint
     joined = store.tokens.join(store.updates, on=["step", "prompt_id", "sample_id", "position"]).collect()
     assert len(joined) == store.tokens.filter(pl.col("step") < 20).select(pl.len()).collect().item()
     assert set(zip(joined["step"], joined["next_step"])) == {(0, 10), (10, 20)}
-    row = store.samples.filter(pl.col("step") == 10).collect().row(0, named=True)
-    t = joined.filter((pl.col("step") == 10) & (pl.col("prompt_id") == row["prompt_id"])
-                      & (pl.col("sample_id") == row["sample_id"])).sort("position")
-    logp_next, _, _ = reference_stats(tiny_run / "step_20", row["prompt"], t["token_id"].to_list())
-    np.testing.assert_allclose(t["logprob_next"].to_numpy(), logp_next, atol=1e-5, rtol=0)
+    for row in store.samples.filter(pl.col("step") == 10).collect().iter_rows(named=True):
+        t = joined.filter((pl.col("step") == 10) & (pl.col("prompt_id") == row["prompt_id"])
+                          & (pl.col("sample_id") == row["sample_id"])).sort("position")
+        ids = t["token_id"].to_list()
+        now, nxt = (reference_all(tiny_run / f"step_{s}", row["prompt"], ids, temperature) for s in (10, 20))
+        for k in STATS:  # the step's own statistics at the sampling temperature, and under the next checkpoint
+            np.testing.assert_allclose(t[k].to_numpy(), now[k], atol=1e-5, rtol=0, err_msg=k)
+        np.testing.assert_allclose(t["logprob_next"].to_numpy(), nxt["logprob"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(t["entropy_next"].to_numpy(), nxt["entropy"], atol=1e-5, rtol=0)
 
 
 def test_same_seed_same_bytes_and_rerun_resumes(tmp_path, tiny_run, capsys):
