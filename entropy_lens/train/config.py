@@ -93,6 +93,11 @@ class _RunFields:
     save_every: int = field(default=10, metadata={"help": "Checkpoint every N steps (step 0 = after SFT)."})
     save_rollouts: bool = field(default=True, metadata={"help": "Write the training rollouts to the run's "
                                                                  "tokens/samples tables (--no-save-rollouts to skip)."})
+    score_after_update: bool = field(default=True, metadata={
+        "help": "After each step's update, score its trained tokens under the new weights (the policy of the next "
+                "step) and write them as that step's `updates` (logprob_next, entropy_next: the realized Δlog p "
+                "and ΔH of every trained token); needs the rollouts saved. Costs one no-grad forward: 0.5 s of a "
+                "~3.3 s step on the embedded default, 1 thread (14-15%, measured)."})
 
 
 @dataclass

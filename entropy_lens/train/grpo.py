@@ -23,7 +23,16 @@ What one run does (the embedded default):
    c. group-normalised advantages, the shaper (``--shaping``, on the steps of ``--window``), then the
       clipped surrogate (ε_low 0.2, ε_high 0.28), token-mean, no KL, in ``minibatches`` AdamW steps with
       warm-up and gradient clipping;
-   d. one row of ``steps.parquet``; every ``eval_every`` steps the held-out ``arith`` accuracy at T = 1;
+   d. (``--score-after-update``, on by default) score the trained tokens once more, under the weights right
+      after the update — the policy that samples step s + 1 — in one no-grad teacher-forced pass
+      (``capture.scoring.score``): an ``updates`` partition of step s with ``next_step = s + 1``,
+      ``logprob_next`` and ``entropy_next``, so every trained token has its realized Δlog p and ΔH.  It draws
+      no random numbers, so sampling (and a resumed run) is the same with it or without.  Measured on the
+      embedded default (``train --from <post-SFT step_0> --steps 6 --threads 1``, three runs with it and three
+      without, on the shared 2-core box): 0.50 s a step (median; 0.44–0.60), 14–15 % of an RL step's
+      sample + update + score + write time, against 2.6–3.2 s for a step without it (≈ 17 %); within the
+      20 % budget, hence on by default (scored in batch order it was 0.58–0.78 s, ≈ 23 %: it sorts by length);
+   e. one row of ``steps.parquet``; every ``eval_every`` steps the held-out ``arith`` accuracy at T = 1;
       every ``save_every`` steps a checkpoint (model + tokenizer, HF format).
 
 Simplifications relative to verl and the paper (paper-notes §5.2):
@@ -78,7 +87,7 @@ from tqdm.auto import tqdm
 from entropy_lens.capture.config import SamplingRecord
 from entropy_lens.capture.padding import pad_sequences
 from entropy_lens.capture.sampling import SamplingParams, batch_seed, encode_prompt, sample_with_stats
-from entropy_lens.capture.scoring import Scores
+from entropy_lens.capture.scoring import Scores, score
 from entropy_lens.capture.tables import layout_tables, verifier_columns, vocab_table
 from entropy_lens.checkpoints import step_of
 from entropy_lens.errors import UserError
@@ -95,6 +104,11 @@ STATE = "trainer_state.pt"
 # rows, 7.3k response + 2.9k prompt tokens, padded to 256 × 74 = 19k), 1 thread: one padded forward 2.2 s;
 # buckets of 512–4096 tokens 1.3–1.5 s, flat within the box's noise (fewer padded tokens vs more calls).
 UPDATE_BUCKET_TOKENS = 2048
+# Rows per forward of the post-update scoring (``score_after_update``), which scores the batch sorted by length so
+# that each forward pads little.  Measured on the default batch (256 rows, 7.5k response tokens), 1 thread, on the
+# busy 2-core box: in batch order 0.85–1.0 s at 64 rows (1.0–1.3 s at 128 or 256); sorted by length 0.47–0.51 s
+# at 32 rows, 0.46–0.54 at 48, 0.51–0.60 at 64, 0.74–0.82 at 128.
+SCORE_AFTER_BATCH = 32
 BRANCH_WINDOW = 100  # default shaping window after a --from branch point (paper-notes §4.2: 200 < step < 300)
 
 
@@ -112,7 +126,7 @@ class TrainSummary:
         return (f"trained steps {self.first_step}→{self.last_step} in {self.seconds:.0f} s; held-out accuracy "
                 f"{fmt(self.eval_accuracy[0])} → {fmt(self.eval_accuracy[1])}, batch entropy "
                 f"{fmt(self.entropy[0])} → {fmt(self.entropy[1])} nats; run: {self.out} "
-                f"(steps.parquet, tokens/, samples/, checkpoints/)")
+                f"(steps.parquet, tokens/, samples/, updates/, checkpoints/)")
 
 
 # ----------------------------------------------------------------------------- setup
@@ -246,8 +260,8 @@ def rollout(model, tokenizer, step: int, cfg: TrainConfig, held_out: set[str]):
 
 
 def rl_step(model, tokenizer, opt, sched, step: int, cfg: TrainConfig, window, held_out, store) -> dict:
-    """Rollout (with π_old's statistics) → advantages → shaping → update → store; returns the step's
-    ``steps.parquet`` row (``seconds_score`` is 0: scoring is part of ``seconds_sample``)."""
+    """Rollout (with π_old's statistics) → advantages → shaping → update → (score after the update) → store;
+    returns the step's ``steps.parquet`` row (``seconds_score`` is 0: scoring is part of ``seconds_sample``)."""
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     # π_old's per-token statistics (scoring.STAT_FIELDS) come with the samples, from the logits they were drawn from.
@@ -305,6 +319,11 @@ def rl_step(model, tokenizer, opt, sched, step: int, cfg: TrainConfig, window, h
         t3 = time.perf_counter()
         row.update(update(model, opt, sched, ids, targets, mask, old_logp, shaped, cfg, device))
         row["seconds_update"] = time.perf_counter() - t3
+    after = None
+    if idx and store is not None and cfg.score_after_update:
+        t5 = time.perf_counter()
+        after = score_after_update(model, step, [jobs[i] for i in idx], b_prompts, b_resp, cfg)
+        row["seconds_score_after"] = time.perf_counter() - t5
     if store is not None:
         t4 = time.perf_counter()
         tokens, samples = layout_tables(step, jobs, responses, stats, [p.prompt for p in problems], texts,
@@ -314,9 +333,33 @@ def rl_step(model, tokenizer, opt, sched, step: int, cfg: TrainConfig, window, h
         tokens["advantage"] = pa.array(token_adv, mask=np.isnan(token_adv))
         tokens["shaped_advantage"] = pa.array(token_shaped, mask=np.isnan(token_shaped))
         samples["reward"] = rewards.numpy()
-        store.write_step(step, tokens=tokens, samples=samples)
+        store.write_step(step, tokens=tokens, samples=samples, **({"updates": after} if after else {}))
         row["seconds_write"] = time.perf_counter() - t4
     return row
+
+
+def score_after_update(model, step: int, keys: list[tuple[int, int]], prompts: list[list[int]],
+                       responses: list[list[int]], cfg: TrainConfig) -> dict:
+    """The ``updates`` columns of step ``step``'s trained batch under the weights right after its update.
+
+    Those weights are exactly the policy that samples step ``step + 1``, so ``next_step = step + 1``.  Response
+    ``i`` (``prompts[i]`` + ``responses[i]``, stored as ``(prompt_id, sample_id) = keys[i]``) gets one row per
+    token: ``logprob_next`` and ``entropy_next`` at the rollout temperature, from one no-grad teacher-forced pass
+    (:func:`entropy_lens.capture.scoring.score`: final hidden states and the lm_head in vocabulary chunks), so
+    Δlog p = logprob_next − logprob and the realized ΔH = entropy_next − entropy of each trained token.  It
+    draws no random numbers: the run's sampling does not depend on it.  Rows are N = Σ len(responses[i]), in
+    the order of the sequences sorted by length (the store sorts them by key when it writes).
+    """
+    order = sorted(range(len(responses)), key=lambda i: len(prompts[i]) + len(responses[i]))
+    keys, prompts, responses = [keys[i] for i in order], [prompts[i] for i in order], [responses[i] for i in order]
+    stats = score(model, prompts, responses, temperature=cfg.temperature, batch_size=SCORE_AFTER_BATCH)
+    lengths = [len(r) for r in responses]
+    n = sum(lengths)
+    return {"step": np.full(n, step, np.int32), "next_step": np.full(n, step + 1, np.int32),
+            "prompt_id": np.repeat(np.array([p for p, _ in keys], np.int32), lengths),
+            "sample_id": np.repeat(np.array([s for _, s in keys], np.int32), lengths),
+            "position": np.concatenate([np.arange(k, dtype=np.int32) for k in lengths]) if n else np.zeros(0, np.int32),
+            "logprob_next": stats.logprob, "entropy_next": stats.entropy}
 
 
 def update(model, opt, sched, ids, targets, mask, old_logp, advantages, cfg: TrainConfig, device) -> dict:
@@ -498,7 +541,8 @@ def train(cfg: TrainConfig) -> TrainSummary:
 STEP_COLUMNS = ["reward_mean", "accuracy", "eval_accuracy", "eval_greedy_accuracy", "eval_format_ok", "eval_entropy", "entropy",
                 "entropy_pos", "entropy_neg", "entropy_pos_sample", "entropy_neg_sample", "response_length",
                 "clip_frac_low", "clip_frac_high", "cov_logp_adv", "loss", "grad_norm", "lr", "gen_rounds",
-                "kept_groups", "seconds_sample", "seconds_score", "seconds_update", "seconds_eval", "seconds_write"]
+                "kept_groups", "seconds_sample", "seconds_score", "seconds_update", "seconds_score_after", "seconds_eval",
+                "seconds_write"]
 
 
 def steps_frame(rows: list[dict]) -> pl.DataFrame:

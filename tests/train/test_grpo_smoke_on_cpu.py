@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
 
 import entropy_lens
+from entropy_lens.capture.scoring import STAT_FIELDS
 from entropy_lens.checkpoints import discover
 from entropy_lens.cli import main
 from entropy_lens.models import TinyModelConfig, build_tiny_model
@@ -51,7 +53,7 @@ def test_train_writes_a_readable_run(tmp_path):
     assert steps["eval_accuracy"].is_null().to_list() == [False, True, False, False]
     for col in ("reward_mean", "accuracy", "entropy", "entropy_pos", "entropy_neg", "entropy_pos_sample",
                 "entropy_neg_sample", "response_length", "clip_frac_low", "clip_frac_high", "cov_logp_adv",
-                "seconds_sample", "seconds_score", "seconds_update"):
+                "seconds_sample", "seconds_score", "seconds_update", "seconds_score_after"):
         assert steps[col][:3].null_count() == 0, col
     store = entropy_lens.open(run)
     assert store.manifest["kind"] == "train" and store.completed_steps == [0, 1, 2]
@@ -71,7 +73,47 @@ def test_train_writes_a_readable_run(tmp_path):
     resp = t0.group_by(["prompt_id", "sample_id"], maintain_order=True).agg("token_id")["token_id"].to_list()
     prompts = [tok(p)["input_ids"] for p in s0["prompt"]]
     again = score(model, prompts, resp)
-    assert torch.allclose(torch.from_numpy(again.logprob), t0["logprob"].to_torch(), atol=1e-5)
+    for k in STAT_FIELDS:
+        assert torch.allclose(torch.from_numpy(getattr(again, k)), t0[k].to_torch(), atol=1e-5), k
+
+
+def trained_responses(tokens, samples, step, tok):
+    """The trained (non-null advantage) responses of ``step``: their tokens sorted by key, prompt ids, token ids."""
+    t = tokens.filter((pl.col("step") == step) & pl.col("advantage").is_not_null()).sort(
+        "prompt_id", "sample_id", "position")
+    g = t.group_by(["prompt_id", "sample_id"], maintain_order=True).agg("token_id")
+    text = {(r["prompt_id"], r["sample_id"]): r["prompt"] for r in samples.filter(pl.col("step") == step).iter_rows(named=True)}
+    prompts = [tok(text[k])["input_ids"] for k in zip(g["prompt_id"], g["sample_id"])]
+    return t, prompts, g["token_id"].to_list()
+
+
+def test_updates_are_the_trained_tokens_under_the_next_checkpoint(tmp_path):
+    """Score-after-update: step s's trained tokens, scored under the weights right after update s, which are the
+    saved checkpoint s + 1 (the policy that samples step s + 1)."""
+    from entropy_lens.capture.scoring import score
+    from entropy_lens.models import load_checkpoint
+
+    run = tmp_path / "run"
+    grpo.train(TrainConfig(out=str(run), steps=2, **{**TINY, "save_every": 1, "temperature": 0.7}))
+    store = entropy_lens.open(run)
+    assert store.manifest["completed"]["updates"] == [0, 1]
+    tokens, samples, updates = store.tokens.collect(), store.samples.collect(), store.updates.collect()
+    key = ["prompt_id", "sample_id", "position"]
+    for step in (0, 1):
+        model, tok = load_checkpoint(run / "checkpoints" / f"step_{step + 1}")
+        t, prompts, resp = trained_responses(tokens, samples, step, tok)
+        u = updates.filter(pl.col("step") == step)
+        assert len(t) > 0 and u.select(key).equals(t.select(key))  # the trained tokens only, every one of them
+        assert set(u["next_step"]) == {step + 1}
+        again = score(model, prompts, resp, temperature=0.7)
+        np.testing.assert_allclose(u["logprob_next"].to_numpy(), again.logprob, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(u["entropy_next"].to_numpy(), again.entropy, rtol=0, atol=1e-5)
+        assert (u["logprob_next"] - t["logprob"]).abs().max() > 1e-4  # the update moved them: a test that can fail
+    assert u["entropy_next"].null_count() == 0 and tokens["varentropy"].null_count() == 0
+    view = store.tokens_with_updates().collect()
+    assert len(view) == len(updates) and view["advantage"].null_count() == 0
+    steps = pl.read_parquet(run / "steps.parquet")
+    assert steps["seconds_score_after"].is_null().to_list() == [False, False, True]
 
 
 def test_resume_repeats_an_uninterrupted_run(tmp_path):
@@ -80,9 +122,10 @@ def test_resume_repeats_an_uninterrupted_run(tmp_path):
     grpo.train(TrainConfig(out=str(stopped), steps=2, **TINY))
     grpo.train(TrainConfig(out=str(stopped), steps=4, **TINY))  # resumes from checkpoints/step_2
     assert frame(straight).equals(frame(stopped))
-    a = entropy_lens.open(straight).tokens.collect()
-    b = entropy_lens.open(stopped).tokens.collect()
-    assert a.equals(b)
+    for table in ("tokens", "updates"):  # the post-update scoring draws no random numbers
+        a = getattr(entropy_lens.open(straight), table).collect()
+        b = getattr(entropy_lens.open(stopped), table).collect()
+        assert len(a) > 0 and a.equals(b), table
     wa = (straight / "checkpoints" / "step_4" / "model.safetensors").read_bytes()
     wb = (stopped / "checkpoints" / "step_4" / "model.safetensors").read_bytes()
     assert wa == wb
@@ -94,7 +137,7 @@ def test_branch_from_checkpoint_with_position_shaping_via_cli(tmp_path, capsys):
     branch = tmp_path / "branch"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "sft_steps"]
     assert main(["train", "--out", str(branch), "--from", str(base / "checkpoints" / "step_2"),
-                 "--shaping", "position", "--steps", "2", "--window", "3:", *flags]) == 0
+                 "--shaping", "position", "--steps", "2", "--window", "3:", "--no-score-after-update", *flags]) == 0
     assert str(branch) in capsys.readouterr().out
     steps = pl.read_parquet(branch / "steps.parquet")
     assert steps["step"].to_list() == [2, 3, 4]
@@ -105,6 +148,8 @@ def test_branch_from_checkpoint_with_position_shaping_via_cli(tmp_path, capsys):
     assert (off["advantage"] == off["shaped_advantage"]).all()
     assert ((on["shaped_advantage"] - on["advantage"]).abs() > 0).any()
     assert [c.step for c in discover(branch)] == [2, 4]
+    assert entropy_lens.open(branch).manifest["completed"]["updates"] == []  # --no-score-after-update
+    assert steps["seconds_score_after"].null_count() == 3
 
 
 def test_unknown_shaper_is_a_user_error(tmp_path, capsys):
