@@ -1,7 +1,7 @@
 """FINDINGS.md: each finding of the paper (paper-notes §0, §2, §3), what each baseline seed shows, and verdicts.
 
 ``write_findings(run_dir, out_path)`` reads the run layout of figures/README.md.  For every baseline seed
-(``RUN/baseline``, ``RUN/baseline-seed1``, …) findings A–H, J, K come from the report
+(``RUN/baseline``, ``RUN/baseline-seed1``, …) findings A–H, J, K, N, O come from the report
 (:func:`entropy_lens.report.build.write_report`) on that seed's RunView: its sweep with its training run for
 the curves and the stage boundary, and its interventions.  I, L and M compare the training logs of the
 method runs (one seed each, branched from seed 0) from seed 0's late-training start.  Each verdict is
@@ -34,7 +34,7 @@ from entropy_lens.report.build import write_report
 from entropy_lens.report.sections import ReportSettings
 from figures.figlib import RUNS, Layout
 
-PER_SEED = "ABCDEFGHJK"  # from each seed's report; I, L, M compare the method runs (one seed)
+PER_SEED = "ABCDEFGHJKNO"  # from each seed's report; I, L, M compare the method runs (one seed)
 
 
 @dataclasses.dataclass
@@ -45,7 +45,7 @@ class SeedResult:
 
 
 def seed_findings(lay: Layout) -> SeedResult:
-    """Findings A–H, J, K of one baseline seed, from its report (nothing of the report is kept)."""
+    """Findings A–H, J, K, N, O of one baseline seed, from its report (nothing of the report is kept)."""
     view = lay.view
     if view is None:
         why = f"no `{lay.baseline}` store or sweep under {lay.root}"

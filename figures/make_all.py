@@ -45,7 +45,7 @@ from figures.figlib import seed_runs
 HERE = Path(__file__).resolve().parent
 
 FIGURE_SCRIPTS = ("fig1_stages", "fig2_rising", "fig3_plateau", "fig4_instance", "fig5_position",
-                  "fig_methods", "fig_response", "table1")
+                  "fig6_attribution", "fig_methods", "fig_response", "table1")
 
 
 def cli(*args: str) -> list[str]:
@@ -131,6 +131,12 @@ def plateau_branch_step(baseline: Path) -> int:
     return max([s for s in steps if s <= view.boundary_step] or steps[:1])
 
 
+#: The method runs feed findings I, L and M, which read their training logs only; the per-token entropy account
+#: (N, O) is measured on the baseline seeds.  So the method runs skip the realized-change scoring after each
+#: update, which costs ~15% of a step (train/config.py).
+METHOD_FLAGS = ("--no-score-after-update",)
+
+
 def training_stages(run_dir: Path, n_seeds: int, sched: list[str]) -> list[Stage]:
     """Stages 1–2: the warm-up, the baseline seeds and the four method runs (see the module docstring)."""
     base = run_dir / "baseline"
@@ -142,14 +148,16 @@ def training_stages(run_dir: Path, n_seeds: int, sched: list[str]) -> list[Stage
                                                              "--seed", str(s), *sched), ("sft",)))
     for shaping in ("ppl", "ppl-high"):
         stages.append(Stage(shaping, lambda shaping=shaping: cli(
-            "train", "--out", str(run_dir / shaping), "--shaping", shaping, "--from", step0, *sched), ("sft",)))
+            "train", "--out", str(run_dir / shaping), "--shaping", shaping, "--from", step0, *sched, *METHOD_FLAGS),
+            ("sft",)))
 
     def branched(shaping: str) -> list[str]:
         step = plateau_branch_step(base)
         rl_steps = int(sched[sched.index("--steps") + 1])
         print(f"[make_all] {shaping}: branches at step {step}, seed 0's stage boundary", flush=True)
         return cli("train", "--out", str(run_dir / shaping), "--shaping", shaping, "--from",
-                   str(base / "checkpoints" / f"step_{step}"), *sched, "--steps", str(max(1, rl_steps - step)))
+                   str(base / "checkpoints" / f"step_{step}"), *sched, "--steps", str(max(1, rl_steps - step)),
+                   *METHOD_FLAGS)
 
     stages += [Stage(shaping, lambda shaping=shaping: branched(shaping), ("baseline",))
                for shaping in ("position", "position-begin")]

@@ -96,6 +96,25 @@ def read_interventions(path: Path) -> pl.DataFrame:
     return df
 
 
+@dataclass(frozen=True)
+class Rollouts:
+    """The rollouts an account of the updates reads: ``tokens``, ``samples`` and ``updates`` (None when the
+    store has none) of one store, ``where`` they come from (a phrase for the report), and whether their tokens
+    carry the trainer's ``advantage`` (else analyses normalise the rewards themselves)."""
+
+    tokens: pl.LazyFrame
+    samples: pl.LazyFrame
+    updates: pl.LazyFrame | None
+    where: str
+    has_advantages: bool
+
+
+def _has_advantages(store: Store) -> bool:
+    if "advantage" not in store.tokens.collect_schema().names():
+        return False
+    return not _is_empty(store.tokens.filter(pl.col("advantage").is_not_null()).head(1))
+
+
 def _is_empty(lf: pl.LazyFrame | None) -> bool:
     return lf is None or lf.select(pl.len()).collect().item() == 0
 
@@ -180,6 +199,19 @@ class RunView:
     def is_empty(self) -> bool:
         """True when the store has no completed step (no samples or no tokens)."""
         return _is_empty(self.store.samples) or _is_empty(self.store.tokens)
+
+    @cached_property
+    def rollouts(self) -> Rollouts:
+        """The training rollouts: the store's when its tokens carry advantages, else the training run's when
+        it has some, else the store's own samples (a sweep or a re-scored dump: no advantages)."""
+        def of(store: Store, where: str, has: bool) -> Rollouts:
+            return Rollouts(store.tokens, store.samples, None if _is_empty(store.updates) else store.updates, where, has)
+
+        if _has_advantages(self.store):
+            return of(self.store, "this store", True)
+        if self.train is not None and _has_advantages(self.train):
+            return of(self.train, f"the training run {self.train_run}", True)
+        return of(self.store, "this store", False)
 
     # ---------------------------------------------------------------------------------------- stages
     @cached_property

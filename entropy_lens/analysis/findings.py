@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from entropy_lens.analysis import categories, defects, polarity
+from entropy_lens.analysis import attribution, categories, defects, polarity
 from entropy_lens.analysis.stats import (
     Estimate,
     bootstrap_ci,
@@ -44,6 +44,8 @@ CLAIMS: dict[str, str] = {
     "K": "Token: replacing high-entropy tokens at the beginning hurts more than at the end",
     "L": "Token: the end bonus performs best, raises entropy and lengthens responses",
     "M": "Methods (PPL, POSITION) keep entropy higher than the baseline late in training",
+    "N": "Rising stage: most of the entropy decrease comes from negative samples (as a share of the first-order ΔH)",
+    "O": "Plateau: most of the entropy change comes from the top 20% highest-entropy tokens",
 }
 
 #: The explicit rule behind each verdict.  "CI" = the 95% interval given next to the number.
@@ -74,6 +76,10 @@ RULES: dict[str, str] = {
          "response length POSITION − baseline > 0; every available comparison must hold",
     "M": "late training, paired by step: entropy PPL − baseline and POSITION − baseline both with bootstrap CI > 0 "
          "(every available comparison must hold)",
+    "N": "rising-stage trained tokens, predicted first-order ΔH (analysis.attribution): the stage's net ΔH < 0, AND "
+         "the negative samples' share of the net ΔH has a bootstrap CI (over prompt groups) above 0.5",
+    "O": "plateau trained tokens, predicted first-order ΔH: the share of Σ|ΔH| carried by each step's top 20% "
+         "highest-entropy tokens has a bootstrap CI (over prompt groups) above 0.5",
 }
 
 
@@ -408,6 +414,47 @@ def _compare_runs(key: str, runs: dict[str, pl.DataFrame], checks: list[tuple[st
     verdict = AGREES if all(oks) else DISAGREES
     why = f"partial: {'; '.join(missing)}" if missing else ""
     return Finding(key, measured, verdict, why)
+
+
+def _share_text(label: str, decomposition: pl.DataFrame, stage: str, axis: str, group: str, measure: str) -> str:
+    e = attribution.stage_share(decomposition, stage, axis, group, measure)
+    return f"{label} {fmt_est(e)}" if e is not None else f"{label} n/a"
+
+
+def finding_N(predicted: pl.DataFrame | None, realized: pl.DataFrame | None = None) -> Finding:
+    """N, from :func:`~entropy_lens.analysis.attribution.decompose` of ``dH_pred`` (and of ``dH_real`` when
+    given, shown beside it): the negative samples' share of the rising stage's net entropy change."""
+    if predicted is None:
+        return not_measured("N", "no entropy account (needs trained tokens with sum_p2_logp: store schema 2)")
+    share = attribution.stage_share(predicted, "rising", "polarity", "negative", "net")
+    if share is None:
+        return not_measured("N", "no rising stage (no stage boundary) or no negative samples in it")
+    rows = predicted.filter((pl.col("stage") == "rising") & (pl.col("axis") == "polarity"))
+    net = float(rows["net"].sum())
+    measured = (f"Rising stage, predicted: net ΔH {fmt(net)} (per unit step size); negative samples' share of it "
+                f"{fmt_est(share)} (tokens)")
+    if realized is not None:
+        measured += "; " + _share_text("realized share", realized, "rising", "polarity", "negative", "net")
+    ok = net < 0 and ci_above(share, 0.5)
+    why = "" if ok else ("the rising stage's predicted net ΔH is not negative" if net >= 0
+                         else f"share CI not above 0.5 ({fmt(share.ci_low)})")
+    return Finding("N", measured + ".", AGREES if ok else DISAGREES, why)
+
+
+def finding_O(predicted: pl.DataFrame | None, realized: pl.DataFrame | None = None) -> Finding:
+    """O, from the ``dH_pred`` decomposition: the share of the plateau's Σ|ΔH| in each step's top entropy
+    quintile (``entropy_quantile`` "q5")."""
+    if predicted is None:
+        return not_measured("O", "no entropy account (needs trained tokens with sum_p2_logp: store schema 2)")
+    share = attribution.stage_share(predicted, "plateau", "entropy_quantile", f"q{attribution.ENTROPY_QUANTILES}", "abs")
+    if share is None:
+        return not_measured("O", "no plateau (no stage boundary) with accounted tokens")
+    measured = f"Plateau, predicted: the top-20%-entropy tokens' share of Σ|ΔH| {fmt_est(share)} (tokens)"
+    if realized is not None:
+        measured += "; " + _share_text("realized share", realized, "plateau", "entropy_quantile",
+                                       f"q{attribution.ENTROPY_QUANTILES}", "abs")
+    ok = ci_above(share, 0.5)
+    return Finding("O", measured + ".", AGREES if ok else DISAGREES, "" if ok else f"share CI not above 0.5 ({fmt(share.ci_low)})")
 
 
 def finding_I(runs: dict[str, pl.DataFrame], from_step: int | None, **kw) -> Finding:

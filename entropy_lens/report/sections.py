@@ -16,7 +16,17 @@ from typing import Callable
 
 import polars as pl
 
-from entropy_lens.analysis import categories, defects, instance, polarity, position, stages, updates, vocab
+from entropy_lens.analysis import (
+    attribution,
+    categories,
+    defects,
+    instance,
+    polarity,
+    position,
+    stages,
+    updates,
+    vocab,
+)
 from entropy_lens.analysis.context import RunView, read_interventions
 from entropy_lens.analysis.findings import (
     Finding,
@@ -30,6 +40,8 @@ from entropy_lens.analysis.findings import (
     finding_H,
     finding_J,
     finding_K,
+    finding_N,
+    finding_O,
     fmt,
     fmt_est,
     not_measured,
@@ -37,6 +49,7 @@ from entropy_lens.analysis.findings import (
 from entropy_lens.analysis.frames import SAMPLE_KEY, stage_expr
 from entropy_lens.analysis.stats import Estimate, correlation, proportion
 from entropy_lens.errors import UserError
+from entropy_lens.plots import attribution as attribution_plots
 from entropy_lens.plots import instance as instance_plots
 from entropy_lens.plots import methods as method_plots
 from entropy_lens.plots import position as position_plots
@@ -369,14 +382,11 @@ def position_section(inputs: SectionInputs) -> Outcome:
 @register_section("advantage")
 def advantage_section(inputs: SectionInputs) -> Outcome:
     view, files = inputs.view, inputs.files
-    has_advantage = lambda tokens: _has_rows(tokens.filter(pl.col("advantage").is_not_null()))  # noqa: E731
-    if has_advantage(view.tokens):
-        tokens, samples, where = view.tokens, view.samples, "this store"
-    elif view.train is not None and has_advantage(view.train.tokens):
-        tokens, samples, where = view.train.tokens, view.train.samples, f"the training run {view.train_run}"
-    else:
+    r = view.rollouts
+    if not r.has_advantages:
         return Outcome(skipped=[("advantage analyses", "no advantage column with values (a sweep's rollouts are not "
                                  "training rollouts; pass --train-run RUN or report on the training run's store)")])
+    tokens, samples, where = r.tokens, r.samples, r.where
     section = Section("advantage", "Advantages of the training rollouts (paper-notes §1.1)")
     section.lines.append(f"From the rollouts of {where}; polarity by correctness (paper-notes §1.1: also record the sign of A).")
     a = pl.col("advantage").cast(pl.Float64)
@@ -388,9 +398,98 @@ def advantage_section(inputs: SectionInputs) -> Outcome:
         (a > 0).mean().alias("share_positive"), (a < 0).mean().alias("share_negative"), (a == 0).mean().alias("share_zero"),
         (pl.col("shaped_advantage").cast(pl.Float64) - a).abs().mean().alias("mean_abs_shaping"),
     ).sort("stage", "correct").collect())
-    for r in summary.iter_rows(named=True):
-        section.lines.append(f"{r['stage']}, {'positive' if r['correct'] else 'negative'} samples: {r['n_tokens']:,} tokens, "
-                         f"A > 0 {fmt(r['share_positive'])}, A < 0 {fmt(r['share_negative'])}, A = 0 {fmt(r['share_zero'])}, "
-                         f"mean |A| {fmt(r['mean_abs_advantage'])}, mean |Ã − A| {fmt(r['mean_abs_shaping'])}.")
+    for row in summary.iter_rows(named=True):
+        section.lines.append(f"{row['stage']}, {'positive' if row['correct'] else 'negative'} samples: {row['n_tokens']:,} tokens, "
+                         f"A > 0 {fmt(row['share_positive'])}, A < 0 {fmt(row['share_negative'])}, A = 0 {fmt(row['share_zero'])}, "
+                         f"mean |A| {fmt(row['mean_abs_advantage'])}, mean |Ã − A| {fmt(row['mean_abs_shaping'])}.")
     return Outcome(section)
+
+
+@register_section("attribution", stage_conditioned=True)
+def attribution_section(inputs: SectionInputs) -> Outcome:
+    """Where the entropy went: the first-order ΔH account of the trained tokens (analysis.attribution)."""
+    view, files, cfg = inputs.view, inputs.files, inputs.settings
+    r = view.rollouts
+    try:
+        account = attribution.token_account(r.tokens, r.samples, vocab=view.vocab, updates=r.updates,
+                                            boundary=view.boundary_step)
+    except UserError as e:
+        why = str(e)
+        return Outcome(skipped=[("where the entropy went", why)], findings=[not_measured("N", why), not_measured("O", why)])
+    section = Section("attribution", "Where the entropy went: the first-order entropy account of the updates")
+    source = {"shaped_advantage": "the advantage the update used (`shaped_advantage`)",
+              "advantage": "the trainer's advantage"}.get(attribution.advantage_source(r.tokens),
+                                                          "GRPO's group-normalised rewards (the store has no advantages)")
+    section.lines.append(f"{account.height:,} tokens of {r.where}; ΔH_pred = A·[Σp² log p + H·Σp² − p_a(log p_a + H)] per unit "
+                         f"step size, with A = {source}. Shares: bootstrap over prompt groups, {cfg.n_boot} draws.")
+    steps = files.table(section, "attribution_steps", attribution.step_account(account))
+    predicted = files.table(section, "attribution_decomposition", attribution.decompose(
+        account, n_boot=cfg.n_boot, seed=cfg.seed))
+    realized = None
+    if "dH_real" in account.columns:
+        realized = files.table(section, "attribution_decomposition_realized", attribution.decompose(
+            account, value="dH_real", n_boot=cfg.n_boot, seed=cfg.seed))
+    top = files.table(section, "attribution_top_tokens", attribution.top_tokens(account, view.vocab))
+    section.lines += attribution_lines(predicted, steps, top)
+    if realized is not None:
+        section.lines += validation_lines(files.table(section, "attribution_validation", attribution.validation(account)),
+                                          updates_note(view, r))
+        bins = files.table(section, "attribution_validation_bins", attribution.validation_bins(account))
+        files.figure(section, "attribution_predicted_vs_realized",
+                     lambda: attribution_plots.plot_predicted_vs_realized(steps, bins))
+    else:
+        section.lines.append("No realized change: the rollouts' updates carry no `entropy_next` (store schema 2 writes it).")
+    contributions = {a: attribution.step_contributions(account, a) for a in attribution.axes_of(account)}
+    b = view.boundary
+    files.figure(section, "attribution_contributions", lambda: attribution_plots.plot_contributions(
+        contributions, boundary=view.boundary_step, ci=b.ci if b is not None else None))
+    for stage in [s for s in ("rising", "plateau") if s in set(predicted["stage"].to_list())]:
+        files.figure(section, f"attribution_shares_{stage}", lambda stage=stage: attribution_plots.plot_shares(predicted, stage))
+    return Outcome(section, findings=[finding_N(predicted, realized), finding_O(predicted, realized)])
+
+
+def updates_note(view: RunView, r) -> str:
+    """What the realized change measures: the step's own update (a training run) or a checkpoint interval."""
+    if r.has_advantages and view.train is not None and r.where != "this store":
+        return "realized ΔH = the entropy of the same context under the weights right after the step's update"
+    return "realized ΔH = the entropy of the same context under the next stored checkpoint (several updates later)"
+
+
+def attribution_lines(predicted: pl.DataFrame, steps: pl.DataFrame, top: pl.DataFrame) -> list[str]:
+    """The section's summary: per stage the net ΔH and the largest shares, Cui et al.'s covariance beside the
+    account, the tokens that burned and raised the most."""
+    lines = []
+    for stage in predicted["stage"].unique(maintain_order=True).to_list():
+        d = predicted.filter(pl.col("stage") == stage)
+        net = float(d.filter(pl.col("axis") == d["axis"][0])["net"].sum())
+        parts = []
+        for axis in d["axis"].unique(maintain_order=True).to_list():
+            a = d.filter(pl.col("axis") == axis).sort("share_abs", descending=True)
+            g = a.row(0, named=True)
+            parts.append(f"{axis} {g['group']} {fmt(g['share_abs'])} of Σ|ΔH| "
+                         f"[{fmt(g['share_abs_ci_low'])}, {fmt(g['share_abs_ci_high'])}], net share {fmt(g['share_net'])}")
+        lines.append(f"{stage}: net predicted ΔH {fmt(net)}; largest groups: " + "; ".join(parts) + ".")
+    cov = correlation(steps["cov_logp_adv"].to_numpy(), steps["dH_pred_sum"].to_numpy(), method="spearman")
+    lines.append(f"Cui et al.'s batch covariance Cov(log p, A) against the step's predicted Σ ΔH: Spearman {fmt_est(cov)} "
+                 "(steps; the covariance view predicts a negative relation).")
+    for direction in ("burned", "raised"):
+        t = top.filter((pl.col("direction") == direction) & (pl.col("stage") == top["stage"][-1])).head(5) if top.height else top
+        if t.height:
+            lines.append(f"Most entropy {direction} ({t['stage'][0]}): " + ", ".join(
+                f"{tok!r} {fmt(share)}" for tok, share in zip(t["token"].to_list(), t["share"].to_list())) + ".")
+    return lines
+
+
+def validation_lines(valid: pl.DataFrame, note: str) -> list[str]:
+    """Predicted against realized: token and step correlations, and where the approximation tracks worst."""
+    lines = [f"Validation ({note}):"]
+    for level in ("token", "step"):
+        v = valid.filter(pl.col("level") == level).row(0, named=True)
+        lines.append(f"- per {level}: Pearson r {fmt_est(Estimate(v['r'], v['ci_low'], v['ci_high'], v['n']))}, slope "
+                     f"{fmt(v['slope'])} (the effective step size), same sign {fmt(v['sign_agreement'])}.")
+    weak = attribution.weakest_groups(valid)
+    if weak.height:
+        lines.append("- weakest groups (per-step sums across steps): " + "; ".join(
+            f"{w['axis']} {w['group']} r {fmt(w['r'])}, same sign {fmt(w['sign_agreement'])}" for w in weak.iter_rows(named=True)) + ".")
+    return lines
 

@@ -19,7 +19,7 @@ def verdict(f: fd.Finding) -> tuple[str, str]:
 
 
 def test_every_claim_has_a_rule_and_a_function():
-    assert sorted(CLAIMS) == sorted(RULES) == list("ABCDEFGHIJKLM")
+    assert sorted(CLAIMS) == sorted(RULES) == list("ABCDEFGHIJKLMNO")
     assert all(callable(getattr(fd, f"finding_{k}")) for k in CLAIMS)
     f = fd.not_measured("J", "why not")
     assert f.markdown() == (f"- **J. {CLAIMS['J']}.** Not measured.\n"

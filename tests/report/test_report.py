@@ -31,7 +31,8 @@ def write_store(root: Path, *, kind: str = "sweep", n_steps: int = 10, updates: 
             level = 0.4 + 2.0 * math.exp(-step / 1.5) + entropy_offset
             acc = 0.2 + 0.6 * (1 - math.exp(-step / 2.0))
             tok, smp, upd = {k: [] for k in ("step", "prompt_id", "sample_id", "position", "rel_position", "token_id",
-                                             "logprob", "entropy", "sum_p2", "advantage", "shaped_advantage")}, [], []
+                                             "logprob", "entropy", "sum_p2", "sum_p2_logp", "advantage",
+                                             "shaped_advantage")}, [], []
             for p in range(n_prompts):
                 correct = rng.random(group) < acc
                 for s in range(group):
@@ -46,14 +47,18 @@ def write_store(root: Path, *, kind: str = "sweep", n_steps: int = 10, updates: 
                         tok["step"].append(step); tok["prompt_id"].append(p); tok["sample_id"].append(s)
                         tok["position"].append(t); tok["rel_position"].append(t / L); tok["token_id"].append(int(ids[t]))
                         tok["logprob"].append(float(np.log(probs[t]))); tok["entropy"].append(float(ent[t]))
-                        tok["sum_p2"].append(float(probs[t] ** 2 + (1 - probs[t]) ** 2 / 4))
+                        # the target at probs[t] and four others sharing the rest equally
+                        rest = (1 - probs[t]) / 4
+                        tok["sum_p2"].append(float(probs[t] ** 2 + 4 * rest**2))
+                        tok["sum_p2_logp"].append(float(probs[t] ** 2 * np.log(probs[t]) + 4 * rest**2 * np.log(rest)))
                         tok["advantage"].append(a if advantage else None)
                         tok["shaped_advantage"].append(a * 1.1 if advantage else None)
                         # big moves on high-entropy tokens, up in positives and down in negatives
                         move = (0.3 if ent[t] > level else 0.0005) * (1 if ok else -1) * rng.uniform(0.5, 1)
                         pn = float(np.clip(probs[t] + move, 1e-4, 0.9999))
                         upd.append(dict(step=step, next_step=step + 1, prompt_id=p, sample_id=s, position=t,
-                                        logprob_next=float(np.log(pn))))
+                                        logprob_next=float(np.log(pn)),
+                                        entropy_next=float(ent[t] - 0.5 * move)))
                     early_defect = step < 3 and s == 3
                     smp.append(dict(step=step, prompt_id=p, sample_id=s, length=L, truncated=early_defect,
                                     prompt=f"q{p}", text="答 a a a" if early_defect else f"so x = \\boxed{{{p}}}",
@@ -224,7 +229,33 @@ def test_sections_run_in_registration_order(run_layout, tmp_path):
     assert [s.key for s in rep.sections] == ORDER  # every section has its inputs here
     assert rep.skipped == []
     assert rep.report_path.read_text().endswith("## Skipped\n\n- Nothing: every analysis ran.\n")
-    assert [f.key for f in rep.findings] == sorted("ABCDEFGHJK")
+    assert [f.key for f in rep.findings] == sorted("ABCDEFGHJKNO")
+
+
+def test_where_the_entropy_went_section_measures_the_account(run_layout, tmp_path):
+    # The training run's rollouts carry advantages but no updates here: the account is measured, the
+    # validation is not (and says why); N and O are decided, not "not measured".
+    rep = build_report(run_layout / "baseline" / "sweep", tmp_path / "out", train_run=run_layout / "baseline")
+    section = next(s for s in rep.sections if s.key == "attribution")
+    text = "\n".join(section.lines)
+    assert "the trainer's advantage" not in text and "`shaped_advantage`" in text  # shaped = 1.1 A is used
+    assert "No realized change" in text
+    d = rep.tables["attribution_decomposition"]
+    for (stage, axis), g in d.group_by(["stage", "axis"]):
+        assert g["share_net"].sum() == pytest.approx(1.0, abs=1e-9), (stage, axis)
+    assert {"polarity", "entropy_quantile", "position", "ppl_bucket", "category"} <= set(d["axis"].to_list())
+    by_key = {f.key: f for f in rep.findings}
+    assert by_key["N"].verdict in (AGREES, DISAGREES) and by_key["O"].verdict in (AGREES, DISAGREES)
+    assert (tmp_path / "out" / "figures" / "attribution_contributions.png").is_file()
+
+
+def test_where_the_entropy_went_on_a_sweep_uses_group_normalised_rewards(run_layout, tmp_path):
+    rep = build_report(run_layout / "baseline" / "sweep", tmp_path / "out", draw_figures=False)
+    text = "\n".join(next(s for s in rep.sections if s.key == "attribution").lines)
+    assert "group-normalised rewards" in text and "Validation (realized ΔH = the entropy of the same context under " \
+        "the next stored checkpoint" in text
+    v = rep.tables["attribution_validation"]
+    assert v.filter(pl.col("level") == "token")["n"][0] > 0
 
 
 def test_stage_conditioned_findings_carry_their_verdicts_at_the_ci_ends(run_layout, tmp_path):
@@ -233,14 +264,14 @@ def test_stage_conditioned_findings_carry_their_verdicts_at_the_ci_ends(run_layo
     assert rep.boundary is not None and rep.boundary.ci is not None
     lo, hi = rep.boundary.ci
     by_key = {f.key: f for f in rep.findings}
-    for key in "ABCDEFG":
+    for key in "ABCDEFGNO":
         f = by_key[key]
         assert f.at_ci_ends is not None and (f.at_ci_ends[0][0], f.at_ci_ends[1][0]) == (lo, hi), key
         assert f.sensitivity in ("robust",) or f.sensitivity.startswith("sensitive to the boundary"), key
     for key in "HJK":  # interventions and the U-curve do not depend on the boundary
         assert by_key[key].at_ci_ends is None and by_key[key].sensitivity is None
     text = rep.report_path.read_text()
-    assert text.count("Boundary: robust") + text.count("Boundary: sensitive to the boundary") == 7
+    assert text.count("Boundary: robust") + text.count("Boundary: sensitive to the boundary") == 9
 
 
 def test_sensitivity_reads_the_verdicts_at_both_ends(monkeypatch):
