@@ -322,6 +322,7 @@ COMMANDS: dict[str, object] = {
     "--backend ray --workers N": Flags(("collect",)),
     "pip install -e .[ray]": Pip(),
     "benchmarks/bench_ops.py": Script(),
+    "benchmarks/bench_ops.py --routes logits logits-v1": Script(path="benchmarks/bench_ops.py"),
     "bench_train.py": Script(path="benchmarks/bench_train.py"),
     "bench_collect.py": Script(path="benchmarks/bench_collect.py"),
     "bench_analysis.py --rows 1e8": Script(path="benchmarks/bench_analysis.py"),
