@@ -26,17 +26,14 @@ def main(run_dir, out_dir="figures/out", n_boot: int = 1000) -> list[Path]:
     if view is None:
         figs.skip("fig6a/b/c", f"no baseline training store or sweep under {run_dir}")
         return figs.done()
-    r = view.rollouts
     try:
-        account = attribution.token_account(r.tokens, r.samples, vocab=view.vocab, updates=r.updates,
-                                            boundary=view.boundary_step)
+        account = attribution.run_account(view)
     except UserError as e:
         figs.skip("fig6a/b/c", str(e))
         return figs.done()
-    contributions = {a: attribution.step_contributions(account, a) for a in attribution.axes_of(account)}
     b = view.boundary
     figs.save("fig6a_entropy_contributions", attribution_plots.plot_contributions(
-        contributions, boundary=view.boundary_step, ci=b.ci if b is not None else None))
+        attribution.all_contributions(account), boundary=view.boundary_step, ci=b.ci if b is not None else None))
     if "dH_real" in account.columns:
         figs.save("fig6b_predicted_vs_realized", attribution_plots.plot_predicted_vs_realized(
             attribution.step_account(account), attribution.validation_bins(account)))

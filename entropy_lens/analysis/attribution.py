@@ -48,7 +48,7 @@ from entropy_lens.registry import Registry
 __all__ = [
     "AXES", "ENTROPY_QUANTILES", "advantage_source", "group_normalised_advantage", "dh_pred_expr",
     "token_entropy_change", "token_account", "decompose", "step_account", "step_contributions", "top_tokens",
-    "validation", "stage_share",
+    "validation", "validation_bins", "stage_share", "run_account", "all_contributions",
 ]
 
 #: the stored columns the prediction needs (store schema 2)
@@ -220,6 +220,18 @@ def token_account(tokens: pl.LazyFrame, samples: pl.LazyFrame, *, vocab: pl.Lazy
         if added is not None:
             t = added
     return t.drop("rel_position").sort(TOKEN_KEY).collect()
+
+
+def run_account(view) -> pl.DataFrame:
+    """:func:`token_account` of a :class:`~entropy_lens.analysis.context.RunView`: its rollouts (the training
+    run's when they carry advantages), their updates, its vocabulary and its stage boundary."""
+    r = view.rollouts
+    return token_account(r.tokens, r.samples, vocab=view.vocab, updates=r.updates, boundary=view.boundary_step)
+
+
+def all_contributions(account: pl.DataFrame, value: str = "dH_pred") -> dict[str, pl.DataFrame]:
+    """``{axis: step_contributions(account, axis, value)}`` for every axis the account has."""
+    return {a: step_contributions(account, a, value) for a in axes_of(account)}
 
 
 def axes_of(account: pl.DataFrame) -> list[str]:

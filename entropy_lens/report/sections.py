@@ -411,8 +411,7 @@ def attribution_section(inputs: SectionInputs) -> Outcome:
     view, files, cfg = inputs.view, inputs.files, inputs.settings
     r = view.rollouts
     try:
-        account = attribution.token_account(r.tokens, r.samples, vocab=view.vocab, updates=r.updates,
-                                            boundary=view.boundary_step)
+        account = attribution.run_account(view)
     except UserError as e:
         why = str(e)
         return Outcome(skipped=[("where the entropy went", why)], findings=[not_measured("N", why), not_measured("O", why)])
@@ -439,10 +438,9 @@ def attribution_section(inputs: SectionInputs) -> Outcome:
                      lambda: attribution_plots.plot_predicted_vs_realized(steps, bins))
     else:
         section.lines.append("No realized change: the rollouts' updates carry no `entropy_next` (store schema 2 writes it).")
-    contributions = {a: attribution.step_contributions(account, a) for a in attribution.axes_of(account)}
     b = view.boundary
     files.figure(section, "attribution_contributions", lambda: attribution_plots.plot_contributions(
-        contributions, boundary=view.boundary_step, ci=b.ci if b is not None else None))
+        attribution.all_contributions(account), boundary=view.boundary_step, ci=b.ci if b is not None else None))
     for stage in [s for s in ("rising", "plateau") if s in set(predicted["stage"].to_list())]:
         files.figure(section, f"attribution_shares_{stage}", lambda stage=stage: attribution_plots.plot_shares(predicted, stage))
     return Outcome(section, findings=[finding_N(predicted, realized), finding_O(predicted, realized)])

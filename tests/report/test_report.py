@@ -154,7 +154,8 @@ def test_report_cli(run_layout, tmp_path, capsys):
     assert "did you mean" in capsys.readouterr().err
 
 
-SCRIPTS = ["fig1_stages", "fig2_rising", "fig3_plateau", "fig4_instance", "fig5_position", "fig_methods", "fig_response"]
+SCRIPTS = ["fig1_stages", "fig2_rising", "fig3_plateau", "fig4_instance", "fig5_position", "fig6_attribution",
+           "fig_methods", "fig_response"]
 
 
 def _script(name):
@@ -168,13 +169,16 @@ def test_figure_scripts_draw_and_skip(run_layout, tmp_path, capsys):
     for stem in ("fig1_entropy_accuracy", "fig2b_token_shift", "fig2c_polarity_entropy", "fig2d_defects",
                  "fig3a_delta_p_histogram", "fig3b_entropy_bins", "fig3c_categories", "fig4a_ppl_share",
                  "fig4b_intervention_ppl", "fig4cd_ppl_runs", "fig5a_position", "figR_methods",
-                 "fig_response_length", "fig_response_categories"):
+                 "fig_response_length", "fig_response_categories", "fig6a_entropy_contributions",
+                 "fig6c_shares_rising", "fig6c_shares_plateau"):
         assert f"{stem}.png" in written and f"{stem}.pdf" in written, stem
         assert (out / f"{stem}.png").stat().st_size > 0
     # absent inputs: no position runs, no position interventions
     assert "skipped fig5b_intervention_position" in printed and "kind = 'position'" in printed
     assert "skipped fig5cd_position_runs" in printed
     assert "fig5b_intervention_position.png" not in written
+    # the fixture's training run has no updates: no realized change to draw against the prediction
+    assert "skipped fig6b_predicted_vs_realized" in printed
 
 
 def test_figure_scripts_on_empty_run_skip_everything(tmp_path, capsys):
