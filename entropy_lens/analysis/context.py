@@ -107,6 +107,7 @@ class Rollouts:
     updates: pl.LazyFrame | None
     where: str
     has_advantages: bool
+    kind: str = "?"  # the store's kind: "train" (updates right after each step's update) or a sweep / score store
 
 
 def _has_advantages(store: Store) -> bool:
@@ -205,7 +206,8 @@ class RunView:
         """The training rollouts: the store's when its tokens carry advantages, else the training run's when
         it has some, else the store's own samples (a sweep or a re-scored dump: no advantages)."""
         def of(store: Store, where: str, has: bool) -> Rollouts:
-            return Rollouts(store.tokens, store.samples, None if _is_empty(store.updates) else store.updates, where, has)
+            return Rollouts(store.tokens, store.samples, None if _is_empty(store.updates) else store.updates, where, has,
+                            store.manifest.get("kind", "?"))
 
         if _has_advantages(self.store):
             return of(self.store, "this store", True)

@@ -432,7 +432,7 @@ def attribution_section(inputs: SectionInputs) -> Outcome:
     section.lines += attribution_lines(predicted, steps, top)
     if realized is not None:
         section.lines += validation_lines(files.table(section, "attribution_validation", attribution.validation(account)),
-                                          updates_note(view, r))
+                                          updates_note(r.kind))
         bins = files.table(section, "attribution_validation_bins", attribution.validation_bins(account))
         files.figure(section, "attribution_predicted_vs_realized",
                      lambda: attribution_plots.plot_predicted_vs_realized(steps, bins))
@@ -446,9 +446,10 @@ def attribution_section(inputs: SectionInputs) -> Outcome:
     return Outcome(section, findings=[finding_N(predicted, realized), finding_O(predicted, realized)])
 
 
-def updates_note(view: RunView, r) -> str:
-    """What the realized change measures: the step's own update (a training run) or a checkpoint interval."""
-    if r.has_advantages and view.train is not None and r.where != "this store":
+def updates_note(kind: str) -> str:
+    """What the realized change measures: the step's own update (a training run's updates) or the interval to
+    the next stored checkpoint (a sweep's)."""
+    if kind == "train":
         return "realized ΔH = the entropy of the same context under the weights right after the step's update"
     return "realized ΔH = the entropy of the same context under the next stored checkpoint (several updates later)"
 
@@ -483,11 +484,11 @@ def validation_lines(valid: pl.DataFrame, note: str) -> list[str]:
     lines = [f"Validation ({note}):"]
     for level in ("token", "step"):
         v = valid.filter(pl.col("level") == level).row(0, named=True)
-        lines.append(f"- per {level}: Pearson r {fmt_est(Estimate(v['r'], v['ci_low'], v['ci_high'], v['n']))}, slope "
+        lines.append(f"per {level}: Pearson r {fmt_est(Estimate(v['r'], v['ci_low'], v['ci_high'], v['n']))}, slope "
                      f"{fmt(v['slope'])} (the effective step size), same sign {fmt(v['sign_agreement'])}.")
     weak = attribution.weakest_groups(valid)
     if weak.height:
-        lines.append("- weakest groups (per-step sums across steps): " + "; ".join(
+        lines.append("weakest groups (per-step sums across steps): " + "; ".join(
             f"{w['axis']} {w['group']} r {fmt(w['r'])}, same sign {fmt(w['sign_agreement'])}" for w in weak.iter_rows(named=True)) + ".")
     return lines
 

@@ -294,3 +294,10 @@ def test_sensitivity_reads_the_verdicts_at_both_ends(monkeypatch):
     assert out["H"].sensitivity is None
     view.boundary.ci = None
     assert build.with_boundary_sensitivity(found, view, None)["A"].at_ci_ends is None
+
+
+def test_where_the_entropy_went_on_a_training_run_validates_against_the_step_update(tmp_path):
+    store = write_store(tmp_path / "train", kind="train", updates=True, steps_table=True, advantage=True)
+    rep = build_report(store, tmp_path / "out", draw_figures=False)
+    text = "\n".join(next(s for s in rep.sections if s.key == "attribution").lines)
+    assert "under the weights right after the step's update" in text and "per token: Pearson r" in text
