@@ -89,7 +89,7 @@ from trl import GRPOTrainer
 
 from entropy_lens.capture.backends import Response
 from entropy_lens.capture.config import SamplingRecord
-from entropy_lens.capture.scoring import Scores, score
+from entropy_lens.capture.scoring import STAT_FIELDS, Scores, score
 from entropy_lens.capture.tables import grade_columns, layout_tables, vocab_table
 from entropy_lens.errors import UserError
 from entropy_lens.store import StoreWriter
@@ -200,8 +200,16 @@ class LensGRPOTrainer(GRPOTrainer):
     def _lens_score(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]) -> Scores:
         """Per-token statistics of each completion under the current (sampling) weights, TRL's ids as they are."""
         model = self.accelerator.unwrap_model(self.model)
-        return score(model, [list(p) for p in prompt_ids], [list(c) for c in completion_ids],
-                     temperature=float(self.temperature), batch_size=self.lens_batch_size)
+        # Batched by total length, so that a forward pads little (20-30% of the capture on mixed lengths).
+        order = sorted(range(len(completion_ids)), key=lambda i: len(prompt_ids[i]) + len(completion_ids[i]))
+        got = score(model, [list(prompt_ids[i]) for i in order], [list(completion_ids[i]) for i in order],
+                    temperature=float(self.temperature), batch_size=self.lens_batch_size)
+        lengths = [len(c) for c in completion_ids]
+        starts = np.concatenate([[0], np.cumsum([lengths[i] for i in order])])
+        start_of = {i: int(starts[k]) for k, i in enumerate(order)}
+        rows = np.concatenate([np.arange(start_of[i], start_of[i] + lengths[i]) for i in range(len(lengths))]
+                              + [np.zeros(0, np.int64)]).astype(np.int64)
+        return Scores(*(getattr(got, k)[rows] for k in STAT_FIELDS), lengths=lengths)
 
     def _lens_shape(self, adv: torch.Tensor, lengths: list[int], width: int, stats: Scores | None):
         """The shaped advantages [B, width] (None without a shaper), from TRL's A [B] (module docstring)."""
