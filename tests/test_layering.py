@@ -8,6 +8,8 @@ imports resolved against the importing module).  The rules (DESIGN.md, "Dependen
 * ``capture`` never imports analysis, train or report;
 * the trainer never imports the sweep driver (``capture.sweep``);
 * ``store`` imports neither capture nor analysis; ``ops`` imports no store;
+* ``integrations`` (peer trainers: TRL) import capture, train, store and ops, never analysis, plots or report,
+  and nothing in the package imports them (each pulls in an optional trainer library);
 * no import cycle between the package's modules;
 * no function longer than 150 lines.
 """
@@ -32,6 +34,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "entropy_lens.train": ("entropy_lens.capture.sweep",),
     "entropy_lens.store": ("entropy_lens.capture", "entropy_lens.analysis"),
     "entropy_lens.ops": ("entropy_lens.store",),
+    "entropy_lens.integrations": ("entropy_lens.analysis", "entropy_lens.plots", "entropy_lens.report",
+                                  "entropy_lens.cli"),
 }
 MAX_FUNCTION_LINES = 150
 
@@ -87,6 +91,12 @@ def test_the_checker_sees_function_local_imports():
 def test_import_directions(graph, layer):
     bad = sorted(f"{m} imports {i}" for m, imps in graph.items() if within(m, layer)
                  for i in imps for f in FORBIDDEN[layer] if within(i, f))
+    assert not bad, "\n".join(bad)
+
+
+def test_nothing_imports_the_integrations(graph):
+    bad = sorted(f"{m} imports {i}" for m, imps in graph.items() if not within(m, "entropy_lens.integrations")
+                 for i in imps if within(i, "entropy_lens.integrations"))
     assert not bad, "\n".join(bad)
 
 

@@ -219,13 +219,52 @@ def own_loop_dump(checkout: Path) -> None:
 
 def python_blocks_read_the_store(checkout: Path) -> None:
     """The README's Python block reads the store its worked example wrote (`stores/qwen7b-grpo`)."""
-    blocks = code_blocks(REPO / "README.md", "python")
+    blocks = [b for b in code_blocks(REPO / "README.md", "python") if not is_trl_block(b)]
     assert blocks, "README.md has no ```python block any more; drop this check"
     for block in blocks:
         namespace: dict = {}
         exec(compile(block, "README.md (python block)", "exec"), namespace)
         if "per_step" in namespace:
             assert len(namespace["per_step"]) > 0
+
+
+def is_trl_block(block: str) -> bool:
+    """The "In your TRL run" block: it names a Hub model and dataset, so it is checked by
+    :func:`trl_run_store` (statically) rather than run."""
+    return "entropy_lens.integrations.trl" in block
+
+
+def trl_run_store(checkout: Path) -> None:
+    """The README's TRL block is well formed (every keyword it passes LensGRPOTrainer and GRPOConfig exists, its
+    shaper is registered), and ``trl_out/lens`` is a store written by a real tiny LensGRPOTrainer run."""
+    import ast
+    import inspect
+
+    pytest.importorskip("trl")
+    from trl import GRPOConfig, GRPOTrainer
+
+    from entropy_lens.integrations.trl import LensGRPOTrainer
+    from entropy_lens.train.config import SHAPERS
+    from tests.integrations.test_trl import build, grpo_args
+
+    (block,) = [b for b in code_blocks(REPO / "README.md", "python") if is_trl_block(b)]
+    accepts = {"LensGRPOTrainer": set(inspect.signature(GRPOTrainer.__init__).parameters)
+               | set(inspect.signature(LensGRPOTrainer.__init__).parameters),
+               "GRPOConfig": set(inspect.signature(GRPOConfig).parameters)}
+    calls = [n for n in ast.walk(ast.parse(block)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") in accepts]
+    assert {c.func.id for c in calls} == set(accepts)
+    for c in calls:
+        unknown = {k.arg for k in c.keywords} - accepts[c.func.id]
+        assert not unknown, f"README's TRL block: {c.func.id} has no {sorted(unknown)}"
+        for k in c.keywords:
+            if k.arg == "shaping":
+                SHAPERS.get(k.value.value)
+    from entropy_lens.models import build_char_tokenizer
+    from entropy_lens.tasks.arith import ALPHABET
+
+    tok = build_char_tokenizer(ALPHABET)
+    build(checkout / "trl_out", tok, args=grpo_args(checkout / "trl_out", max_steps=2),
+          lens_store=checkout / "trl_out" / "lens", shaping="position").train()
 
 
 def figure_scripts() -> list[str]:
@@ -288,6 +327,11 @@ COMMANDS: dict[str, object] = {
     "--column": Flags(("stages",)),
     # ---- analyses
     "entropy-lens report STORE [--train-run RUN] [--boundary STEP]": Cli(creates=("STORE/report/REPORT.md",)),
+    # ---- in your TRL run
+    "pip install -e .[trl]": Pip(),
+    "entropy-lens report trl_out/lens": Cli(setup=trl_run_store, creates=("trl_out/lens/report/REPORT.md",)),
+    "python benchmarks/bench_trl_capture.py": Script(),
+    "bench_trl_capture.py": Script(path="benchmarks/bench_trl_capture.py"),
     "entropy-lens intervene STORE": Cli(creates=("STORE/interventions.parquet",)),
     "python analyses/stage_level.py STORE": Script(run=True, expect=("stage boundary:", "== A. polarity_entropy")),
     # ---- score
