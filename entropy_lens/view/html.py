@@ -100,7 +100,7 @@ init();
 """
 
 BODY = """<div id="tip"></div><svg id="svgns" width="0" height="0" style="position:absolute"></svg>
-<header><b>entropy-lens view</b> · <span id="title"></span></header>
+<header><b>entropy-lens view</b> · <span id="title">{summary}</span></header>
 <section><h2>Curves <span class="muted">(click a point to open its step)</span></h2><div id="bnd" class="muted"></div>
 <div id="curves" class="curves"></div></section>
 <section><h2 id="steptitle"></h2><label>step <select id="stepsel"></select></label>
@@ -123,8 +123,9 @@ def embed_json(data: dict) -> str:
 def render(data: dict) -> str:
     """The whole page for :func:`entropy_lens.view.data.page_data`'s ``data``."""
     title = str(data.get("title", "entropy-lens view")).replace("&", "&amp;").replace("<", "&lt;")
+    summary = f"{title} · showing {data.get('shown', 0)} of {data.get('total', 0)} responses"
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title} · entropy-lens view</title>'
-            f"<style>{CSS}</style></head><body>\n{BODY}\n"
+            f"<style>{CSS}</style></head><body>\n{BODY.replace('{summary}', summary)}\n"
             f'<script type="application/json" id="lens-data">{embed_json(data)}</script>\n'
             f"<script>{JS}</script></body></html>\n")
 
