@@ -86,6 +86,7 @@ def commands() -> list[Command]:
     from entropy_lens.capture.config import InterveneConfig
     from entropy_lens.report.cli import REPORT, STAGES
     from entropy_lens.train.cli import TRAIN
+    from entropy_lens.view.cli import VIEW
 
     return [
         TRAIN,
@@ -93,6 +94,7 @@ def commands() -> list[Command]:
         SCORE,
         STAGES,
         REPORT,
+        VIEW,
         Command("intervene", "replace high-entropy tokens by the next-best token, regenerate, and compare "
                 "accuracy by PPL and by position (Figs. 4b, 5b)", InterveneConfig, run_intervene),
         Command("ls", "list registered names (tasks, samplers, shapers, stage detectors)", LsConfig, run_ls),

@@ -1,7 +1,7 @@
 """The analysis side of the CLI runs without the models extra (torch, transformers, tokenizers, Math-Verify).
 
 Each command runs in a fresh interpreter whose import system refuses those packages (and records every
-attempt), on a small synthetic store written without torch: ``--help``, ``ls``, ``validate`` and ``report``
+attempt), on a small synthetic store written without torch: ``--help``, ``ls``, ``validate``, ``report`` and ``view``
 must succeed without trying to import any of them, and a command that loads a model must say, in one line,
 which extra to install.  ``test_fresh_venv_without_models`` (slow) checks the same in a real virtual
 environment holding only the base dependencies.
@@ -56,7 +56,7 @@ def run_blocked(*argv: str) -> tuple[int, str, str, list[str]]:
     return r.returncode, r.stdout, "\n".join(lines[:-1]), attempts
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ls"], ["report", "--help"], ["collect", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["ls"], ["report", "--help"], ["view", "--help"], ["collect", "--help"]])
 def test_help_and_ls_import_no_model_package(argv):
     code, out, err, attempts = run_blocked(*argv)
     assert code == 0, err
@@ -71,6 +71,12 @@ def test_validate_and_report_import_no_model_package(synthetic_store, tmp_path):
     code, out, err, attempts = run_blocked("report", str(synthetic_store), "--out", str(tmp_path / "report"))
     assert (code, attempts) == (0, []), err
     assert (tmp_path / "report" / "REPORT.md").is_file() and list((tmp_path / "report").rglob("*.png"))
+
+
+def test_view_imports_no_model_package(synthetic_store, tmp_path):
+    code, out, err, attempts = run_blocked("view", str(synthetic_store), "--out", str(tmp_path / "page.html"))
+    assert (code, attempts) == (0, []), err
+    assert "showing" in out and (tmp_path / "page.html").is_file()
 
 
 @pytest.mark.parametrize("command", ["train", "collect", "score", "intervene"])

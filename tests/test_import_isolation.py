@@ -1,4 +1,4 @@
-"""analysis/ and plots/ must never pull in torch or transformers (DESIGN.md: dependency direction).
+"""analysis/, plots/ and view/ must never pull in torch or transformers (DESIGN.md: dependency direction).
 
 One fresh interpreter imports every module of both packages in turn and checks ``sys.modules`` after each
 import, so the first offending module is named.
@@ -17,8 +17,8 @@ def _modules(pkg: str) -> list[str]:
     return [f"entropy_lens.{pkg}"] + [f"entropy_lens.{pkg}.{m.name}" for m in pkgutil.iter_modules([str(path)])]
 
 
-def test_analysis_and_plots_never_import_torch():
-    modules = _modules("analysis") + _modules("plots")
+def test_analysis_plots_and_view_never_import_torch():
+    modules = _modules("analysis") + _modules("plots") + _modules("view")
     assert len(modules) > 10
     code = (
         "import importlib, sys\n"

@@ -7,6 +7,7 @@ imports resolved against the importing module).  The rules (DESIGN.md, "Dependen
 * ``plots`` never imports analysis, capture, train or report;
 * ``capture`` never imports analysis, train or report;
 * the trainer never imports the sweep driver (``capture.sweep``);
+* ``view`` (the explorer) imports analysis and the store, never plots, capture, train, report, ops or models;
 * ``store`` imports neither capture nor analysis; ``ops`` imports no store;
 * ``integrations`` (peer trainers: TRL) import capture, train, store and ops, never analysis, plots or report,
   and nothing in the package imports them (each pulls in an optional trainer library);
@@ -36,6 +37,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "entropy_lens.ops": ("entropy_lens.store",),
     "entropy_lens.integrations": ("entropy_lens.analysis", "entropy_lens.plots", "entropy_lens.report",
                                   "entropy_lens.cli"),
+    "entropy_lens.view": ("entropy_lens.plots", "entropy_lens.capture", "entropy_lens.train", "entropy_lens.report",
+                          "entropy_lens.ops", "entropy_lens.models", "torch", "transformers"),
 }
 MAX_FUNCTION_LINES = 150
 
