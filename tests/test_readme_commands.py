@@ -315,7 +315,7 @@ COMMANDS: dict[str, object] = {
     "entropy-lens train --out RUN3 --shaping ppl": Cli(creates=("RUN3/checkpoints/step_2",)),
     "entropy-lens ls": Cli(expect=("tasks: ", "backends: ", "shapers: ", "stage detectors: ")),
     "--threads": Flags(("train",)),
-    "--steps 100": Flags(("train",)),
+    "--score-after-update": Flags(("train",)),
     "--from MODEL --device cuda": Flags(("train",)),
     "entropy-lens collect RUN": Cli(creates=("data/runs/sweep",)),  # "sweeps with no extra flags": --out's default
     "make ppl-alpha": Make(why="trains three more runs (12 minutes); its recipe's module and flags are checked"),
