@@ -198,7 +198,9 @@ def main() -> None:
     ap.add_argument("--trl-dir", default="/tmp/entropy-lens-bench-trl", help="--vs-trl: TRL's output_dir (unused)")
     args = ap.parse_args()
     torch.set_num_threads(grpo.resolve_threads(args.threads))
-    cfg = TrainConfig(threads=args.threads, minibatches=args.minibatches)
+    # The realized-change scoring after each update (on by default, ~15% of a step) is measurement TRL's step
+    # does not do; leave it out so both sides do the same work.
+    cfg = TrainConfig(threads=args.threads, minibatches=args.minibatches, score_after_update=False)
     model, tok, what = load(args.checkpoint)
     held_out = {p.prompt for p in load_eval_set("arith").problems}
     print(f"model: {what}; {sum(p.numel() for p in model.parameters()):,} parameters; "
