@@ -346,3 +346,14 @@ def test_policy_losses_through_verls_lookup(verl_mod, name):
     assert metrics["entropy_lens/kept_token_frac"] == pytest.approx(kept)
     loss.backward()
     assert torch.isfinite(lp.grad).all() and lp.grad[~mask.bool()].abs().sum() == 0
+
+
+def test_the_readme_names_only_registered_plugins(stubbed):
+    mod, _ = stubbed
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## In your verl run", 1)[1].split("\n## ", 1)[0]
+    import re
+    names = set(re.findall(r"\bentropy_lens_\w+", section))
+    assert names and names <= set(mod.ESTIMATORS) | set(mod.POLICY_LOSSES)
+    fields_named = set(re.findall(r"\+algorithm\.entropy_lens\.(\w+)", section))
+    assert fields_named <= set(ShapingConfig.__dataclass_fields__)
