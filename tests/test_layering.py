@@ -9,7 +9,7 @@ imports resolved against the importing module).  The rules (DESIGN.md, "Dependen
 * the trainer never imports the sweep driver (``capture.sweep``);
 * ``view`` (the explorer) imports analysis and the store, never plots, capture, train, report, ops or models;
 * ``store`` imports neither capture nor analysis; ``ops`` imports no store;
-* ``integrations`` (peer trainers: TRL) import capture, train, store and ops, never analysis, plots or report,
+* ``integrations`` (peer trainers: TRL, verl) import capture, train, store and ops, never analysis, plots or report,
   and nothing in the package imports them (each pulls in an optional trainer library);
 * no import cycle between the package's modules;
 * no function longer than 150 lines.

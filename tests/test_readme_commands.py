@@ -332,6 +332,17 @@ COMMANDS: dict[str, object] = {
     "entropy-lens report trl_out/lens": Cli(setup=trl_run_store, creates=("trl_out/lens/report/REPORT.md",)),
     "python benchmarks/bench_trl_capture.py": Script(),
     "bench_trl_capture.py": Script(path="benchmarks/bench_trl_capture.py"),
+    # ---- README.md: in your verl run
+    "pip install -e .[verl]": Pip(),
+    "export VERL_USE_EXTERNAL_MODULES=entropy_lens.integrations.verl": External(
+        "sets the variable verl reads; tests/integrations/test_verl.py imports verl with it set and finds the "
+        "plugins through verl's own lookups"),
+    "python3 -m verl.trainer.main_ppo algorithm.adv_estimator=entropy_lens_position actor_rollout_ref.rollout.n=8 "
+    "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla +algorithm.entropy_lens.position_alpha=0.1 "
+    "trainer.rollout_data_dir=/runs/math/rollouts data.max_response_length=4096 "
+    "trainer.default_local_dir=/runs/math/checkpoints": External(
+        "verl's trainer (a Ray cluster with GPUs, not a dependency); the estimator it names and the "
+        "algorithm.entropy_lens config run through verl's own compute_advantage in tests/integrations/test_verl.py"),
     "entropy-lens intervene STORE": Cli(creates=("STORE/interventions.parquet",)),
     "python analyses/stage_level.py STORE": Script(run=True, expect=("stage boundary:", "== A. polarity_entropy")),
     # ---- score
