@@ -31,9 +31,14 @@ const $=s=>document.querySelector(s), el=(t,a={},...k)=>{const e=document.create
  for(const[x,y]of Object.entries(a)){if(x==='on')for(const[ev,f]of Object.entries(y))e.addEventListener(ev,f);else e.setAttribute(x,y)}
  for(const c of k)e.append(c);return e};
 const NS=document.getElementById('svgns').namespaceURI,sv=(t,a)=>{const e=document.createElementNS(NS,t);for(const k in a)e.setAttribute(k,a[k]);return e};
-const fmt=v=>v==null?'–':(typeof v==='number'?(Math.abs(v)>=100?v.toFixed(0):v.toPrecision(3)):String(v));
+const fmt=v=>v==null?'–':(typeof v==='number'?(Number.isInteger(v)||Math.abs(v)>=100?v.toFixed(0):v.toPrecision(3)):String(v));
 const R=D.responses, NR=R.step.length, steps=D.curves.step;
-let curStep=steps[0], curMetric=Object.keys(D.metrics)[0]||'entropy', curPrompt=null, sortKey='entropy', sortDir=-1;
+// the store's own steps (a sweep's checkpoints may be fewer than the training run's curve steps)
+const sSteps=[...new Set(D.prompts.step)].sort((a,b)=>a-b), nResp={}, nShown={};
+D.prompts.step.forEach((s,i)=>{nResp[s]=(nResp[s]||0)+D.prompts.n[i]});
+for(let i=0;i<NR;i++)if(R.tok[i]>=0){const k=R.step[i]+':'+R.prompt_id[i];nShown[k]=(nShown[k]||0)+1}
+const nearest=s=>sSteps.reduce((b,x)=>Math.abs(x-s)<Math.abs(b-s)?x:b,sSteps[0]);
+let curStep=sSteps[0], curMetric=Object.keys(D.metrics)[0]||'entropy', curPrompt=null, sortKey='entropy', sortDir=-1;
 function colour(v,lo,hi){if(v==null)return '#eee';const t=Math.max(0,Math.min(1,(v-lo)/((hi-lo)||1)));
  return `hsl(${(1-t)*220},80%,${85-t*30}%)`}
 function range(a){let lo=Infinity,hi=-Infinity;for(const v of a)if(v!=null){if(v<lo)lo=v;if(v>hi)hi=v}return[lo,hi]}
@@ -54,11 +59,11 @@ function drawCurves(){const c=$('#curves');c.replaceChildren(
  chart('accuracy',[['accuracy','#06c'],['eval_accuracy','#f80']]),chart('response length',[['length','#639']]));
  const b=D.boundary;$('#bnd').textContent=b?`stage boundary: step ${b.step}`+(b.ci?` (95% CI ${b.ci[0]}–${b.ci[1]})`:'')+` [${b.detector}]`:`no stage boundary: ${D.boundary_reason}`}
 function promptRows(){const P=D.prompts,out=[];for(let i=0;i<P.step.length;i++)if(P.step[i]===curStep)
- out.push({prompt_id:P.prompt_id[i],n:P.n[i],accuracy:P.accuracy[i],entropy:P.entropy[i],length:P.length[i],logppl:P.logppl[i],ppl_bucket:P.ppl_bucket[i]});return out}
+ out.push({prompt_id:P.prompt_id[i],n:P.n[i],shown:nShown[curStep+':'+P.prompt_id[i]]||0,accuracy:P.accuracy[i],entropy:P.entropy[i],length:P.length[i],logppl:P.logppl[i],ppl_bucket:P.ppl_bucket[i]});return out}
 function filtered(){const f=$('#fcorr').value,b=$('#fppl').value,emin=parseFloat($('#fent').value);
  return promptRows().filter(r=>(f==='all'||(f==='all-correct'?r.accuracy===1:f==='all-wrong'?r.accuracy===0:r.accuracy>0&&r.accuracy<1))
  &&(b==='all'||r.ppl_bucket===b)&&(isNaN(emin)||r.entropy>=emin)).sort((a,c)=>sortDir*((a[sortKey]>c[sortKey])-(a[sortKey]<c[sortKey])))}
-const COLS=['prompt_id','n','accuracy','entropy','length','logppl','ppl_bucket'];
+const COLS=['prompt_id','n','shown','accuracy','entropy','length','logppl','ppl_bucket'];
 function drawTable(){const rows=filtered(),tb=el('tbody');
  rows.forEach(r=>tb.append(el('tr',{class:r.prompt_id===curPrompt?'sel':'','data-prompt':r.prompt_id,on:{click:()=>openPrompt(r.prompt_id)}},...COLS.map(c=>el('td',{},fmt(r[c]))))));
  $('#ptable').replaceChildren(el('thead',{},el('tr',{},...COLS.map(c=>el('th',{on:{click:()=>{sortDir=sortKey===c?-sortDir:-1;sortKey=c;drawTable()}}},c+(sortKey===c?(sortDir<0?' ▼':' ▲'):''))))),tb);
@@ -73,6 +78,7 @@ function respCard(i){const ok=R.correct[i];return el('div',{class:'resp '+(ok?'o
  el('div',{},`sample ${R.sample_id[i]} · reward ${fmt(R.reward[i])} · ${ok?'correct':'wrong'} · answer ${R.answer[i]??'–'} · gold ${R.gold[i]} · PPL ${R.ppl_bucket[i]} · H̄ ${fmt(R.mean_entropy[i])}`),tokenSpans(i))}
 function openPrompt(pid){curPrompt=pid;drawTable();const ix=respIdx(curStep,pid);
  $('#group').replaceChildren(el('h2',{},`step ${curStep}, prompt ${pid}: ${ix.length} responses`),
+  ix.length?'':el('div',{class:'muted'},'none of this prompt\'s responses is in the page\'s sample (raise --samples-per-step or --max-mb)'),
   el('div',{class:'muted'},D.prompt_text[curStep+':'+pid]||''),el('div',{class:'grid'},...ix.map(respCard)))}
 function drawTokens(){const ix=respIdx(curStep,null).filter(i=>R.tok[i]>=0),m=D.metrics[curMetric]||[];
  $('#tokens').replaceChildren(...ix.map(respCard));const top=[];ix.forEach(i=>{const k=R.tok[i];
@@ -80,8 +86,9 @@ function drawTokens(){const ix=respIdx(curStep,null).filter(i=>R.tok[i]>=0),m=D.
  $('#topk').replaceChildren(...top.slice(0,20).map(([h,j,i])=>el('li',{},el('a',{href:'#t'+j,on:{click:e=>{e.preventDefault();
   document.querySelectorAll('.hit').forEach(x=>x.classList.remove('hit'));const s=document.querySelector('#tokens span[data-j="'+j+'"]');
   if(s){s.classList.add('hit');s.scrollIntoView({block:'center'})}}}},`${JSON.stringify(D.strings[D.token_ids[j]])} H=${fmt(h)} (prompt ${R.prompt_id[i]}, sample ${R.sample_id[i]})`))));
- const n=respIdx(curStep,null).length;$('#shown').textContent=`showing ${ix.length} of ${D.curves.n_samples[steps.indexOf(curStep)]??n} responses of step ${curStep} (${D.shown} of ${D.total} in the whole page)`}
-function openStep(s){curStep=s;curPrompt=null;$('#stepsel').value=s;$('#steptitle').textContent=`step ${s}`;drawTable();drawTokens();$('#group').replaceChildren()}
+ const n=respIdx(curStep,null).length;$('#shown').textContent=`showing ${ix.length} of ${nResp[curStep]??n} responses of step ${curStep} (${D.shown} of ${D.total} in the whole page)`}
+function openStep(s){const asked=s;s=nearest(s);curStep=s;curPrompt=null;$('#stepsel').value=s;
+ $('#steptitle').textContent=`step ${s}`+(asked!==s?` (the store's nearest step to ${asked})`:'');drawTable();drawTokens();$('#group').replaceChildren()}
 function heat(name,h){const[lo,hi]=range(h.values.flat()),t=el('table',{class:'heat'});
  t.append(el('tr',{},el('th',{},''),...h.steps.map(s=>el('th',{title:'step '+s,on:{click:()=>openStep(s)}},''))));
  h.rows.forEach((r,i)=>t.append(el('tr',{},el('th',{},String(h.buckets?`${r}/${h.buckets}`:r)),...h.values[i].map((v,k)=>el('td',{style:'background:'+colour(v,lo,hi),title:`step ${h.steps[k]}, ${r}: ${fmt(v)}`})))));
@@ -92,7 +99,7 @@ function tip(e){const s=e.target.closest('#tokens span[data-j],#group span[data-
 function init(){$('#title').textContent=`${D.title} (${D.kind} store) · showing ${D.shown} of ${D.total} responses`;
  const ms=$('#metric');Object.keys(D.metrics).forEach(m=>ms.append(el('option',{value:m},D.metric_labels[m])));
  ms.addEventListener('change',()=>{curMetric=ms.value;drawTokens();if(curPrompt!=null)openPrompt(curPrompt)});
- const ss=$('#stepsel');steps.forEach(s=>ss.append(el('option',{value:s},'step '+s)));ss.addEventListener('change',()=>openStep(+ss.value));
+ const ss=$('#stepsel');sSteps.forEach(s=>ss.append(el('option',{value:s},'step '+s)));ss.addEventListener('change',()=>openStep(+ss.value));
  ['#fcorr','#fppl','#fent'].forEach(q=>$(q).addEventListener('input',drawTable));$('#csv').addEventListener('click',csv);
  document.addEventListener('mousemove',tip);drawCurves();
  $('#heat').replaceChildren(...Object.entries(D.heat).map(([k,h])=>heat(k.replace(/_/g,' '),h)));openStep(curStep)}
