@@ -17,12 +17,13 @@ body{font:13px system-ui,sans-serif;margin:0;color:#222}header{padding:8px 14px;
 section{padding:8px 14px;border-bottom:1px solid #eee}h2{font-size:15px;margin:6px 0}
 table{border-collapse:collapse}td,th{padding:2px 6px;border-bottom:1px solid #eee;text-align:right}
 th{cursor:pointer;background:#fafafa}tr.sel{background:#fff3c4}tbody tr:hover{background:#eef}
-.curves{display:flex;flex-wrap:wrap;gap:10px}.curves svg{border:1px solid #ddd;background:#fff}
+.curves{display:flex;flex-wrap:wrap;gap:10px}.curves>div{width:332px}.curves svg{border:1px solid #ddd;background:#fff}
 .grid{display:flex;gap:10px;flex-wrap:wrap}.resp{border:1px solid #ccc;padding:6px;width:360px;vertical-align:top}
 .resp.ok{border-left:4px solid #2a2}.resp.bad{border-left:4px solid #c22}.tk{white-space:pre-wrap;font-family:monospace}
 .tk span{border-radius:2px}.tk span.hit{outline:2px solid #06f}#tip{position:fixed;pointer-events:none;background:#222;
 color:#fff;padding:4px 6px;font:11px monospace;white-space:pre;display:none;z-index:9}.heat td{padding:0;width:14px;height:14px}
-.muted{color:#777}
+.muted{color:#777}.scroll{max-height:320px;overflow:auto;width:fit-content;border:1px solid #eee;margin-top:4px}
+#topk{columns:3;max-width:1100px}
 """
 
 JS = r"""
@@ -47,13 +48,14 @@ function chart(title,series){const W=330,H=170,P=30,s=el('div');const g=sv('svg'
  const X=x=>P+(x-x0)/((x1-x0)||1)*(W-P-8),Y=y=>H-18-(y-y0)/((y1-y0)||1)*(H-36);
  const b=D.boundary;if(b){if(b.ci)g.append(sv('rect',{x:X(b.ci[0]),y:8,width:Math.max(1,X(b.ci[1])-X(b.ci[0])),height:H-26,fill:'#fe9',opacity:.5}));
   g.append(sv('line',{x1:X(b.step),x2:X(b.step),y1:8,y2:H-18,stroke:'#c90','stroke-dasharray':'4 2'}))}
+ const cur=sv('line',{class:'cur',y1:8,y2:H-18,stroke:'#06f','stroke-width':2,opacity:.6});cur._X=X;g.append(cur);
  const t=sv('text',{x:P,y:12,'font-size':11});t.textContent=`${title} [${fmt(y0)}, ${fmt(y1)}]`;g.append(t);
  series.forEach(([k,c])=>{const pts=xs.map((x,i)=>[x,D.curves[k][i]]).filter(p=>p[1]!=null);
   if(!pts.length)return;g.append(sv('polyline',{points:pts.map(p=>X(p[0])+','+Y(p[1])).join(' '),fill:'none',stroke:c}));
   pts.forEach(p=>{const d=sv('circle',{cx:X(p[0]),cy:Y(p[1]),r:3,fill:c,'data-step':p[0],style:'cursor:pointer'});
    const ti=sv('title',{});ti.textContent=`step ${p[0]} ${k} ${fmt(p[1])}`;d.append(ti);d.addEventListener('click',()=>openStep(p[0]));g.append(d)})});
  const lx=sv('text',{x:W-70,y:H-4,'font-size':10});lx.textContent='step →';g.append(lx);s.append(g);
- s.append(el('div',{class:'muted'},series.map(([k,c])=>k).join(', ')));return s}
+ s.append(el('div',{class:'muted'},...series.flatMap(([k,c],i)=>[i?', ':'',el('span',{style:'color:'+c},'● '+k)]),' · blue line: the open step'));return s}
 function drawCurves(){const c=$('#curves');c.replaceChildren(
  chart('entropy',[['entropy','#333'],['entropy_pos','#2a2'],['entropy_neg','#c22']]),
  chart('accuracy',[['accuracy','#06c'],['eval_accuracy','#f80']]),chart('response length',[['length','#639']]));
@@ -88,6 +90,7 @@ function drawTokens(){const ix=respIdx(curStep,null).filter(i=>R.tok[i]>=0),m=D.
   if(s){s.classList.add('hit');s.scrollIntoView({block:'center'})}}}},`${JSON.stringify(D.strings[D.token_ids[j]])} H=${fmt(h)} (prompt ${R.prompt_id[i]}, sample ${R.sample_id[i]})`))));
  const n=respIdx(curStep,null).length;$('#shown').textContent=`showing ${ix.length} of ${nResp[curStep]??n} responses of step ${curStep} (${D.shown} of ${D.total} in the whole page)`}
 function openStep(s){const asked=s;s=nearest(s);curStep=s;curPrompt=null;$('#stepsel').value=s;
+ document.querySelectorAll('#curves line.cur').forEach(l=>{l.setAttribute('x1',l._X(s));l.setAttribute('x2',l._X(s))});
  $('#steptitle').textContent=`step ${s}`+(asked!==s?` (the store's nearest step to ${asked})`:'');drawTable();drawTokens();$('#group').replaceChildren()}
 function heat(name,h){const[lo,hi]=range(h.values.flat()),t=el('table',{class:'heat'});
  t.append(el('tr',{},el('th',{},''),...h.steps.map(s=>el('th',{title:'step '+s,on:{click:()=>openStep(s)}},''))));
@@ -114,7 +117,7 @@ BODY = """<div id="tip"></div><svg id="svgns" width="0" height="0" style="positi
  <label>correctness <select id="fcorr"><option>all</option><option>mixed</option><option>all-correct</option><option>all-wrong</option></select></label>
  <label>PPL bucket <select id="fppl"><option>all</option><option>low</option><option>mid</option><option>high</option></select></label>
  <label>entropy ≥ <input id="fent" size="5"></label> <button id="csv">export CSV</button> <span id="pcount" class="muted"></span>
- <table id="ptable"></table></section>
+ <div class="scroll"><table id="ptable"></table></div></section>
 <section id="group"></section>
 <section><h2>Tokens</h2><label>colour by <select id="metric"></select></label> <span id="shown" class="muted"></span>
  <h2>Top-20 highest-entropy tokens shown</h2><ol id="topk"></ol><div id="tokens" class="grid"></div></section>

@@ -111,7 +111,10 @@ def test_rendered_text_holds_the_stored_responses(loaded):
 
 def test_clicking_a_step_changes_what_is_shown(loaded):
     before = loaded.text("#tokens"), loaded.text("#steptitle"), loaded.text("#shown")
+    marker = loaded.page.locator("#curves line.cur >> nth=0")
+    x0 = float(marker.get_attribute("x1"))
     loaded.page.click("#curves circle[data-step='2']")
+    assert float(marker.get_attribute("x1")) > x0  # the open step's marker moved right
     after = loaded.text("#tokens"), loaded.text("#steptitle"), loaded.text("#shown")
     assert after[1] == "step 2" and "of step 2" in after[2]
     assert after[0] != before[0]
