@@ -51,7 +51,8 @@ def seed_findings(lay: Layout) -> SeedResult:
         why = f"no `{lay.baseline}` store or sweep under {lay.root}"
         return SeedResult(lay.baseline, {k: not_measured(k, why) for k in PER_SEED}, "none (no stores)")
     with tempfile.TemporaryDirectory() as tmp:
-        rep = write_report(view, tmp, ReportSettings(interventions=lay.interventions_path()), draw_figures=False)
+        rep = write_report(view, tmp, ReportSettings(interventions=lay.interventions_path()), draw_figures=False,
+                           view_page=False)
     b = rep.boundary
     if b is None:
         text = f"none ({view.boundary_reason}); stage-specific findings pool all steps"

@@ -327,6 +327,13 @@ COMMANDS: dict[str, object] = {
     "--column": Flags(("stages",)),
     # ---- analyses
     "entropy-lens report STORE [--train-run RUN] [--boundary STEP]": Cli(creates=("STORE/report/REPORT.md",)),
+    # ---- view
+    "entropy-lens view data/runs/demo/baseline/sweep --train-run data/runs/demo/baseline":
+        Cli(expect=("view.html: showing ",), creates=("data/runs/demo/baseline/sweep/view.html",)),
+    "entropy-lens view STORE [--train-run RUN] [--out FILE.html] [--samples-per-step N] [--max-mb M] [--seed S]":
+        Cli(run=False, why="a synopsis; the example above it runs"),
+    "entropy-lens view": Cli(run=False, mention=True, why="a name in a heading; the example below runs"),
+    "--max-mb": Flags(("view",)),
     # ---- in your TRL run
     "pip install -e .[trl]": Pip(),
     "entropy-lens report trl_out/lens": Cli(setup=trl_run_store, creates=("trl_out/lens/report/REPORT.md",)),

@@ -3,7 +3,8 @@
 :func:`build_report` opens the run (a ``collect`` sweep, a ``train`` run, or a sweep plus the training run it
 came from: :class:`~entropy_lens.analysis.context.RunView`) and :func:`write_report` runs the registered
 sections (:mod:`entropy_lens.report.sections`) in order, collecting their sections, skips and findings, and
-writes the folder :mod:`entropy_lens.report.document` describes.
+writes the folder :mod:`entropy_lens.report.document` describes, with the explorer page
+(:mod:`entropy_lens.view`) of the same run beside REPORT.md.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from entropy_lens.analysis.findings import Finding
 from entropy_lens.errors import UserError
 from entropy_lens.report.document import DiscardedFiles, Report, SectionFiles, write_markdown
 from entropy_lens.report.sections import ORDER, SECTIONS, STAGE_CONDITIONED, ReportSettings, SectionInputs
+from entropy_lens.view.page import write_view
 
 
 def write_report(view: RunView, out_dir, settings: ReportSettings = ReportSettings(),
-                 draw_figures: bool = True) -> Report:
-    """Run every section on ``view``; write tables, figures (unless ``draw_figures`` is False) and REPORT.md
-    under ``out_dir``.  Findings are listed by letter, sections and skips in section order."""
+                 draw_figures: bool = True, view_page: bool = True) -> Report:
+    """Run every section on ``view``; write tables, figures (unless ``draw_figures`` is False), the explorer
+    page ``view.html`` (unless ``view_page`` is False) and REPORT.md under ``out_dir``.  Findings are listed by
+    letter, sections and skips in section order."""
     settings.check()
     if view.is_empty:
         raise UserError(f"{view.path}: the store has no completed steps; run `entropy-lens collect` (or train) first")
@@ -37,10 +40,23 @@ def write_report(view: RunView, out_dir, settings: ReportSettings = ReportSettin
         found.update({f.key: f for f in outcome.findings})
     found = with_boundary_sensitivity(found, view, settings)
     findings: list[Finding] = [found[k] for k in sorted(found)]
+    page = None
+    if view_page:
+        page, why = explorer_page(view, out)
+        skipped += [("explorer page (view.html)", why)] if page is None else []
     report = Report(out, out / "REPORT.md", view.path, view.train_run, view.boundary, sections, findings, skipped,
-                    inputs.files.tables)
+                    inputs.files.tables, page)
     write_markdown(report, view.store)
     return report
+
+
+def explorer_page(view: RunView, out: Path) -> tuple[Path | None, str]:
+    """``OUT/view.html``, the run's explorer page (:func:`entropy_lens.view.page.write_view`, its default
+    sample and size budget), or None and why it could not be built."""
+    try:
+        return write_view(view, out / "view.html")[0], ""
+    except UserError as e:
+        return None, str(e)
 
 
 def verdicts_at(view: RunView, step: int, settings: ReportSettings) -> dict[str, str]:
@@ -76,6 +92,7 @@ def build_report(
     n_boot: int = 1000,
     seed: int = 0,
     draw_figures: bool = True,
+    view_page: bool = True,
 ) -> Report:
     """Run every analysis ``store_path``'s data supports; write tables, figures and REPORT.md to ``out_dir``.
 
@@ -84,9 +101,9 @@ def build_report(
     ``boundary``: manual stage boundary (first plateau step); otherwise the registered ``detector``.
     ``interventions``: an interventions Parquet table; default ``STORE/interventions.parquet`` or the one in
     the store's parent folder when present.  ``top_frac``: the per-step top-x% |Δp| that counts as a
-    significant update (paper-notes §1.7).
+    significant update (paper-notes §1.7).  ``view_page``: also write the explorer page ``OUT/view.html``.
     """
     view = RunView.open(store_path, train_run, boundary=boundary, detector=detector)
     settings = ReportSettings(top_frac=top_frac, entropy_bins=entropy_bins, position_bins=position_bins, window=window,
                               n_boot=n_boot, seed=seed, interventions=interventions)
-    return write_report(view, out_dir, settings, draw_figures)
+    return write_report(view, out_dir, settings, draw_figures, view_page)

@@ -32,6 +32,8 @@ class ReportConfig:
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for confidence intervals."})
     seed: int = field(default=0, metadata={"help": "Bootstrap seed."})
     figures: bool = field(default=True, metadata={"help": "Draw the figures (--no-figures: tables and REPORT.md only)."})
+    view: bool = field(default=True, metadata={"help": "Write the explorer page view.html beside REPORT.md "
+                                                       "(--no-view: skip it)."})
 
 
 def run_report(cfg: ReportConfig) -> None:
@@ -43,7 +45,7 @@ def run_report(cfg: ReportConfig) -> None:
     rep = build_report(cfg.store, out, boundary=cfg.boundary, detector=cfg.detector, train_run=cfg.train_run,
                        interventions=cfg.interventions, top_frac=cfg.top_frac, entropy_bins=cfg.entropy_bins,
                        position_bins=cfg.position_bins, window=cfg.window, n_boot=cfg.n_boot, seed=cfg.seed,
-                       draw_figures=cfg.figures)
+                       draw_figures=cfg.figures, view_page=cfg.view)
     print(rep)
 
 

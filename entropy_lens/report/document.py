@@ -6,6 +6,7 @@ A report folder holds::
                        analysis with numbers, n and CIs, and a "Skipped" section saying what was not run and why
     tables/NAME.csv    one table per analysis (the analysis function's output, unchanged)
     figures/NAME.png   the figures (and .pdf), drawn by :mod:`entropy_lens.plots`
+    view.html          the explorer page of the same run (:mod:`entropy_lens.view`), linked from REPORT.md
 """
 
 from __future__ import annotations
@@ -45,15 +46,18 @@ class Report:
     findings: list[Finding]
     skipped: list[tuple[str, str]]
     tables: dict[str, pl.DataFrame]
+    view: Path | None = None  # the explorer page, when written
 
     @property
     def files(self) -> list[Path]:
-        return [self.report_path] + [p for s in self.sections for p in (*s.tables, *s.figures)]
+        page = [self.view] if self.view is not None else []
+        return [self.report_path, *page] + [p for s in self.sections for p in (*s.tables, *s.figures)]
 
     def __str__(self) -> str:
         nf = sum(1 for s in self.sections for p in s.figures if p.suffix == ".png")
         return (f"report: {self.report_path} ({len(self.sections)} analyses, {len(self.skipped)} skipped, "
-                f"{sum(len(s.tables) for s in self.sections)} tables, {nf} figures under {self.out_dir})")
+                f"{sum(len(s.tables) for s in self.sections)} tables, {nf} figures under {self.out_dir}"
+                + (f"; explorer page {self.view}" if self.view is not None else "") + ")")
 
 
 class SectionFiles:
@@ -128,6 +132,10 @@ def write_markdown(report: Report, store: Store) -> None:
     else:
         lines.append("- **Stage boundary: none** (see Skipped).")
     lines.append("- Intervals are 95% CIs (bootstrap, Wilson or Welch as stated in each rule); n counts the unit named.")
+    if report.view is not None:
+        lines.append(f"- **Explore it token by token: [{report.view.name}]({path_in(report.view, report.out_dir)})**, one "
+                     "offline page (curves, each step's prompts and groups side by side, tokens coloured by entropy and "
+                     "the other per-token metrics, heat maps); open it in a browser.")
     lines += ["", "## Findings", "", "Verdicts follow the rules stated under each finding. A finding this run does not "
               "reproduce is reported as such.", ""]
     lines += [f.markdown() for f in report.findings]

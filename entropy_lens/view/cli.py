@@ -27,13 +27,11 @@ def run_view(cfg: ViewConfig) -> None:
     from pathlib import Path
 
     from entropy_lens.analysis.context import RunView
-    from entropy_lens.view.data import page_data
-    from entropy_lens.view.html import SHELL_BYTES, write_page
+    from entropy_lens.view.page import write_view
 
     view = RunView.open(cfg.store, train_run=cfg.train_run)
-    data = page_data(view, samples_per_step=cfg.samples_per_step, max_mb=cfg.max_mb, seed=cfg.seed,
-                     reserve_bytes=SHELL_BYTES)
-    out = write_page(data, Path(cfg.out) if cfg.out is not None else Path(cfg.store) / "view.html")
+    out, data = write_view(view, Path(cfg.out) if cfg.out is not None else Path(cfg.store) / "view.html",
+                           samples_per_step=cfg.samples_per_step, max_mb=cfg.max_mb, seed=cfg.seed)
     print(f"{out}: showing {data['shown']} of {data['total']} responses ({out.stat().st_size / 1e6:.2f} MB)")
 
 

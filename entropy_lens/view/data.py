@@ -34,6 +34,7 @@ from entropy_lens.analysis.attribution import advantage_source, dh_pred_expr, gr
 from entropy_lens.analysis.frames import SAMPLE_KEY, TOKEN_KEY, grad_norm_expr
 from entropy_lens.analysis.polarity import polarity_entropy
 from entropy_lens.errors import UserError
+from entropy_lens.store import pair_steps
 
 POSITION_BUCKETS = 10
 DIGITS = 3  # decimals kept for every per-token float
@@ -98,9 +99,9 @@ def heat_maps(view, buckets: int = POSITION_BUCKETS) -> dict:
     pos = (pl.col("rel_position").cast(pl.Float64) * buckets).floor().clip(0, buckets - 1).cast(pl.Int32)
     t = view.tokens.select("step", *TOKEN_KEY[1:], "token_id", "entropy", "logprob", pos.alias("pos_bucket"))
     out = {"position_entropy": {**_heat(t, "pos_bucket", pl.col("entropy").cast(pl.Float64)), "buckets": buckets}}
-    if view.has_updates:
-        u = view.updates.select(*TOKEN_KEY, "logprob_next")
-        tu = t.join(u, on=TOKEN_KEY, how="inner")
+    if view.has_updates:  # paired step by step, row for row where the partitions align (no hash join)
+        tu = pair_steps(view.tokens_by_step, view.updates_by_step, ("logprob_next",)).select(
+            "step", "logprob", "logprob_next", pos.alias("pos_bucket"))
         dp = (pl.col("logprob_next").cast(pl.Float64).exp() - pl.col("logprob").cast(pl.Float64).exp()).abs()
         out["position_abs_delta_p"] = {**_heat(tu, "pos_bucket", dp), "buckets": buckets}
     if view.vocab is not None:

@@ -154,6 +154,43 @@ def test_report_cli(run_layout, tmp_path, capsys):
     assert "did you mean" in capsys.readouterr().err
 
 
+def test_report_writes_and_links_the_explorer_page(run_layout, tmp_path, capsys):
+    """view.html beside REPORT.md, linked from it, built by entropy_lens.view on the report's own RunView (the
+    same boundary, the training run's curves); --no-view leaves it out."""
+    import json
+    import re
+
+    from entropy_lens.cli import main
+
+    rep = build_report(run_layout / "baseline" / "sweep", tmp_path / "out", train_run=run_layout / "baseline",
+                       boundary=4, draw_figures=False, n_boot=200)
+    page = tmp_path / "out" / "view.html"
+    assert rep.view == page and page.is_file() and page in rep.files
+    assert "[view.html](view.html)" in rep.report_path.read_text()
+    html = page.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'<script type="application/json" id="lens-data">(.*?)</script>', html, re.S).group(1))
+    assert data["boundary"]["step"] == 4 == rep.boundary.step
+    assert data["curves"]["step"] == list(range(10)) and data["shown"] == data["total"] == 160
+    assert main(["report", str(run_layout / "baseline"), "--out", str(tmp_path / "r"), "--no-figures", "--no-view",
+                 "--n-boot", "200"]) == 0
+    assert "explorer page" not in capsys.readouterr().out
+    assert not (tmp_path / "r" / "view.html").exists()
+    assert "view.html" not in (tmp_path / "r" / "REPORT.md").read_text()
+
+
+def test_a_page_that_cannot_be_built_is_a_skip_not_a_failure(run_layout, tmp_path, monkeypatch):
+    from entropy_lens.errors import UserError
+    from entropy_lens.report import build
+
+    def too_big(view, out, **kw):
+        raise UserError("one response per step already takes 30.0 MB of page data; raise --max-mb")
+
+    monkeypatch.setattr(build, "write_view", too_big)
+    rep = build_report(run_layout / "baseline" / "sweep", tmp_path / "out", draw_figures=False, n_boot=200)
+    assert rep.view is None and not (tmp_path / "out" / "view.html").exists()
+    assert "**explorer page (view.html)**: one response per step" in rep.report_path.read_text().split("## Skipped")[1]
+
+
 SCRIPTS = ["fig1_stages", "fig2_rising", "fig3_plateau", "fig4_instance", "fig5_position", "fig6_attribution",
            "fig_methods", "fig_response"]
 

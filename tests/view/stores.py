@@ -13,12 +13,15 @@ VOCAB = ["3", "=", " so", " wait", " the", "x", "\\frac", " erot", "7", " then"]
 
 
 def write_store(root: Path, *, n_steps: int = 4, n_prompts: int = 3, group: int = 4, length: int = 10,
-                updates: bool = True, vocab: bool = True, seed: int = 0) -> Path:
+                updates: bool = True, vocab: bool = True, seed: int = 0, kind: str = "sweep",
+                steps: list[int] | None = None) -> Path:
     """Each step: ``n_prompts`` prompts × ``group`` responses of ``length`` tokens; entropy falls over steps and is
-    higher in wrong responses; response text ``resp s{step} p{prompt} i{sample}`` so a test can find it."""
+    higher in wrong responses; response text ``resp s{step} p{prompt} i{sample}`` so a test can find it.
+    ``steps`` (default ``range(n_steps)``) are the step numbers written, ``kind`` the store's kind."""
     rng = np.random.default_rng(seed)
-    with StoreWriter(root, kind="sweep", settings={"test": "view", "seed": seed}) as w:
-        for step in range(n_steps):
+    steps = list(range(n_steps)) if steps is None else list(steps)
+    with StoreWriter(root, kind=kind, settings={"test": "view", "seed": seed}) as w:
+        for i, step in enumerate(steps):
             level = 0.4 + 2.0 * math.exp(-step / 1.5)
             tok = {k: [] for k in ("step", "prompt_id", "sample_id", "position", "rel_position", "token_id", "logprob",
                                    "entropy", "sum_p2", "sum_p2_logp", "varentropy")}
@@ -38,7 +41,7 @@ def write_store(root: Path, *, n_steps: int = 4, n_prompts: int = 3, group: int 
                                      ("varentropy", float(ent[t] / 2))):
                             tok[k].append(v)
                         pn = float(np.clip(probs[t] + (0.1 if ok else -0.1), 1e-3, 0.999))
-                        upd.append(dict(step=step, next_step=step + 1, prompt_id=p, sample_id=s, position=t,
+                        upd.append(dict(step=step, next_step=steps[min(i + 1, len(steps) - 1)], prompt_id=p, sample_id=s, position=t,
                                         logprob_next=float(np.log(pn)), entropy_next=float(ent[t] * 0.9)))
                     smp.append(dict(step=step, prompt_id=p, sample_id=s, length=length, truncated=False,
                                     prompt=f"question {p}", text=f"resp s{step} p{p} i{s}", answer=str(p) if ok else "0",
@@ -46,7 +49,7 @@ def write_store(root: Path, *, n_steps: int = 4, n_prompts: int = 3, group: int 
                                     logppl=float(-np.mean(np.log(probs))), mean_entropy=float(ent.mean()),
                                     source="collect"))
             w.write_step(step, tokens=tok, samples={k: [r[k] for r in smp] for k in smp[0]})
-            if updates and step < n_steps - 1:
+            if updates and i < len(steps) - 1:
                 w.write_step(step, updates={k: [r[k] for r in upd] for k in upd[0]})
         if vocab:
             w.write_table("vocab", {"token_id": list(range(len(VOCAB))), "token": VOCAB})
