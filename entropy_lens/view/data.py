@@ -161,19 +161,24 @@ def pick(samples: pl.DataFrame, order: pl.DataFrame, per_step: int) -> pl.DataFr
 
 
 def token_rows(view, keys: pl.DataFrame) -> pl.DataFrame:
-    """The token rows of the responses ``keys``, with every per-token metric the store supports."""
+    """The token rows of the responses ``keys``, with every per-token metric the store supports.
+
+    The store's tokens (and updates) are read once each: the semi-join with ``keys`` is collected first, and
+    the derived columns are computed on those few rows (checking the advantage columns on the lazy scan
+    cost a full scan each; at 10⁸ rows that was most of the stage)."""
     k = keys.select(*[pl.col(c).cast(pl.Int32) for c in SAMPLE_KEY]).lazy()
     names = view.tokens.collect_schema().names()
     t = view.tokens.with_columns(*[pl.col(c).cast(pl.Int32) for c in SAMPLE_KEY]).join(k, on=SAMPLE_KEY, how="semi")
-    t = t.with_columns(grad_norm_expr())
+    t = t.collect().with_columns(grad_norm_expr())
     if view.has_updates:
         u = view.updates.with_columns(*[pl.col(c).cast(pl.Int32) for c in TOKEN_KEY]).join(k, on=SAMPLE_KEY, how="semi")
-        t = t.join(u.select(*TOKEN_KEY, "logprob_next", "entropy_next"), on=TOKEN_KEY, how="left").with_columns(
+        u = u.select(*TOKEN_KEY, "logprob_next", "entropy_next").collect()
+        t = t.join(u, on=TOKEN_KEY, how="left").with_columns(
             (pl.col("logprob_next").cast(pl.Float64) - pl.col("logprob").cast(pl.Float64)).alias("delta_logp"),
             (pl.col("entropy_next").cast(pl.Float64) - pl.col("entropy").cast(pl.Float64)).alias("dH_real"))
     if "sum_p2_logp" in names:
-        t = _with_dh_pred(t, view.samples)
-    return t.collect().sort(TOKEN_KEY)
+        t = _with_dh_pred(t.lazy(), view.samples).collect()
+    return t.sort(TOKEN_KEY)
 
 
 def _with_dh_pred(t: pl.LazyFrame, samples: pl.LazyFrame) -> pl.LazyFrame:
