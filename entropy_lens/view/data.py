@@ -83,9 +83,14 @@ def boundary_info(view) -> dict | None:
 
 
 # ------------------------------------------------------------------------------------------------ heat maps
-def _heat(frame: pl.LazyFrame, by: str, value: pl.Expr) -> dict:
-    """Mean of ``value`` per (step, ``by``): ``{steps, rows, values[row][step]}`` (null where no rows)."""
-    df = frame.group_by("step", by).agg(value.mean().alias("v")).collect().sort("step", by)
+def _heat_query(frame: pl.LazyFrame, by: str, value: pl.Expr) -> pl.LazyFrame:
+    """Mean of ``value`` per (step, ``by``), as a query (collected with the others by :func:`heat_maps`)."""
+    return frame.group_by("step", by).agg(value.mean().alias("v"))
+
+
+def _heat(df: pl.DataFrame, by: str) -> dict:
+    """A :func:`_heat_query` result as ``{steps, rows, values[row][step]}`` (null where no rows)."""
+    df = df.sort("step", by)
     steps = sorted(df["step"].unique().to_list())
     rows = sorted(df[by].unique().to_list())
     grid = df.pivot(on="step", index=by, values="v").sort(by)
@@ -98,31 +103,38 @@ def heat_maps(view, buckets: int = POSITION_BUCKETS) -> dict:
     """Every heat map the store supports, over all of its token rows."""
     pos = (pl.col("rel_position").cast(pl.Float64) * buckets).floor().clip(0, buckets - 1).cast(pl.Int32)
     t = view.tokens.select("step", *TOKEN_KEY[1:], "token_id", "entropy", "logprob", pos.alias("pos_bucket"))
-    out = {"position_entropy": {**_heat(t, "pos_bucket", pl.col("entropy").cast(pl.Float64)), "buckets": buckets}}
+    queries = {"position_entropy": ("pos_bucket", _heat_query(t, "pos_bucket", pl.col("entropy").cast(pl.Float64)))}
     if view.has_updates:  # paired step by step, row for row where the partitions align (no hash join)
         tu = pair_steps(view.tokens_by_step, view.updates_by_step, ("logprob_next",)).select(
             "step", "logprob", "logprob_next", pos.alias("pos_bucket"))
         dp = (pl.col("logprob_next").cast(pl.Float64).exp() - pl.col("logprob").cast(pl.Float64).exp()).abs()
-        out["position_abs_delta_p"] = {**_heat(tu, "pos_bucket", dp), "buckets": buckets}
+        queries["position_abs_delta_p"] = ("pos_bucket", _heat_query(tu, "pos_bucket", dp))
     if view.vocab is not None:
         cats = categories.classify_vocab(vocab=view.vocab).select(pl.col("token_id").cast(pl.Int32), "category")
         tc = t.with_columns(pl.col("token_id").cast(pl.Int32)).join(cats.lazy(), on="token_id", how="left")
         tc = tc.with_columns(pl.col("category").fill_null("support"))
-        out["category_entropy"] = _heat(tc, "category", pl.col("entropy").cast(pl.Float64))
+        queries["category_entropy"] = ("category", _heat_query(tc, "category", pl.col("entropy").cast(pl.Float64)))
+    # one collect_all: polars runs the queries together and reads the shared token scan once
+    frames = pl.collect_all([q for _, q in queries.values()])
+    out = {name: _heat(df, by) for (name, (by, _)), df in zip(queries.items(), frames)}
+    for name in ("position_entropy", "position_abs_delta_p"):
+        if name in out:
+            out[name]["buckets"] = buckets
     return out
 
 
 # ------------------------------------------------------------------------------------------------ prompts
 def sample_table(view) -> pl.DataFrame:
     """Every response: its key, correctness, reward, length, mean entropy, log-PPL, PPL bucket (within its
-    group) and the number of token rows."""
+    group) and ``n_tok``, its number of token rows: its ``length``, as every writer lays a response out one
+    row per token (``capture.tables.layout_tables``), so the tokens table is not scanned for it."""
     s = view.samples.collect()
     if s.is_empty():
         raise UserError(f"{view.path}: the store has no samples; nothing to view")
     buckets = instance.ppl_buckets(samples=view.samples).select(*SAMPLE_KEY, "ppl_bucket")
-    n_tok = view.tokens.group_by(SAMPLE_KEY).agg(pl.len().alias("n_tok")).collect()
-    return (s.join(buckets, on=SAMPLE_KEY, how="left").join(n_tok, on=SAMPLE_KEY, how="left")
-            .with_columns(pl.col("n_tok").fill_null(0), pl.col("ppl_bucket").fill_null("mid")).sort(SAMPLE_KEY))
+    return (s.join(buckets, on=SAMPLE_KEY, how="left")
+            .with_columns(pl.col("length").cast(pl.Int64).alias("n_tok"), pl.col("ppl_bucket").fill_null("mid"))
+            .sort(SAMPLE_KEY))
 
 
 def prompt_table(samples: pl.DataFrame) -> pl.DataFrame:
@@ -245,8 +257,11 @@ def fit_sample(view, samples: pl.DataFrame, order: pl.DataFrame, per_step: int, 
     """The largest stratified sample (≤ ``per_step`` a step) whose encoding fits ``budget`` bytes: estimated
     from a one-per-step probe, then checked on the real encoding and shrunk until it fits."""
     ranked = samples.join(order, on=SAMPLE_KEY)
+    # every sample below is a subset of the largest one: its tokens are read from the store once
+    tokens = token_rows(view, pick(samples, order, per_step))
     probe_pick = pick(samples, order, 1)
-    probe = encode_responses(samples, probe_pick, token_rows(view, probe_pick), vocab)
+    probe = encode_responses(samples, probe_pick, tokens.join(probe_pick.select(SAMPLE_KEY), on=SAMPLE_KEY,
+                                                               how="semi"), vocab)
     size, n_tok = json_size(probe), max(int(probe_pick["n_tok"].sum()), 1)
     if size > budget:
         raise UserError(f"one response per step already takes {size / 1e6:.1f} MB of page data; raise --max-mb")
@@ -254,7 +269,7 @@ def fit_sample(view, samples: pl.DataFrame, order: pl.DataFrame, per_step: int, 
     bpr = max((size - json_size(probe["metrics"]) - 8 * n_tok) / probe_pick.height, 1.0)
     k = max(1, min(per_step, largest_fit(ranked, bpt, bpr, budget, per_step)))
     chosen = pick(samples, order, k)
-    tokens = token_rows(view, chosen)
+    tokens = tokens.join(chosen.select(SAMPLE_KEY), on=SAMPLE_KEY, how="semi")
     while True:
         enc = encode_responses(samples, chosen, tokens, vocab)
         size = json_size(enc)
