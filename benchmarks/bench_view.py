@@ -11,10 +11,11 @@ the way the CLI builds it (:func:`entropy_lens.view.page.write_view`), with each
 
 Target (issue 13; 2 cores): a page within --max-mb (20) in under a minute at 10⁸ rows.
 
-Measured (2 cores, nice 10, commit 4fb713e): 10⁷ rows (9.9M): 5.3 s, 2.81 MB; 10⁸ rows (100.0M): 65.6 s,
-3.72 MB, 160 of 238,640 responses shown — over the minute: step_curves 14.4 s, heat_maps 23.3 s, token_rows
-21.7 s (two full scans of the tokens' keys for a semi-join with the ~160 picked responses; a prompt_id filter
-that Parquet statistics can prune is the next fix).
+Measured (2 cores, nice 10, commit 4fb713e, the box busy with a training pipeline): 10⁷ rows (9.9M): 5.3 s,
+2.81 MB; 10⁸ rows (100.0M): 65.6 s, 3.72 MB.  Re-measured side by side on a quieter box (`--store /tmp/big
+--reuse`, 10⁸ rows, 160 of 238,640 responses shown, 3.72 MB): 33.8 s at 963d196, 27.9 s at cc3feea (the
+sampled tokens read once: token_rows 9.5 → 4.8 s; step curves 6.9 s, heat maps 13.3 s).  The minute is met
+on an idle box, not on a busy one.
 """
 
 from __future__ import annotations
