@@ -40,8 +40,18 @@ import numpy as np
 import polars as pl
 
 from entropy_lens.analysis import categories, instance
-from entropy_lens.analysis.frames import SAMPLE_KEY, TOKEN_KEY, boundary_step, lazy, polarity_expr, require
-from entropy_lens.analysis.stats import correlation, ols_slope
+from entropy_lens.analysis.frames import (
+    SAMPLE_KEY,
+    TOKEN_KEY,
+    boundary_step,
+    has_values,
+    lazy,
+    polarity_expr,
+    require,
+    stage_expr,
+)
+from entropy_lens.analysis.position import position_bin_expr
+from entropy_lens.analysis.stats import Estimate, correlation, ols_slope
 from entropy_lens.errors import UserError
 from entropy_lens.registry import Registry
 
@@ -86,17 +96,11 @@ def group_normalised_advantage(samples: pl.LazyFrame) -> pl.LazyFrame:
     return s.select(*SAMPLE_KEY, ((r - mean) / (std + GRPO_EPS)).alias("advantage_used"))
 
 
-def _has_values(lf: pl.LazyFrame, column: str) -> bool:
-    if column not in lf.collect_schema().names():
-        return False
-    return lf.select(pl.col(column).is_not_null().any()).collect().item()
-
-
 def advantage_source(tokens: pl.LazyFrame) -> str:
     """Which advantage :func:`token_entropy_change` uses: ``"shaped_advantage"``, ``"advantage"`` (the
     trainer's, with values somewhere) or ``"group-normalised reward"`` (none stored)."""
     for column in ("shaped_advantage", "advantage"):
-        if _has_values(tokens, column):
+        if has_values(tokens, column):
             return column
     return "group-normalised reward"
 
@@ -110,7 +114,7 @@ def token_entropy_change(tokens: pl.LazyFrame, samples: pl.LazyFrame | None = No
     :class:`UserError` says so.
     """
     t = require(lazy(tokens, "tokens"), [*TOKEN_KEY, *NEEDS], "tokens")
-    if not _has_values(t, "sum_p2_logp"):
+    if not has_values(t, "sum_p2_logp"):
         raise UserError("tokens have no sum_p2_logp values (a store written before schema 2): the entropy account "
                         "needs them; re-score the rollouts with `entropy-lens score` or re-run the sweep")
     src = advantage_source(t)
@@ -160,10 +164,9 @@ def _ppl_bucket(frame: pl.LazyFrame, inputs: AxisInputs) -> pl.LazyFrame:
 
 @register_axis("position")
 def _position(frame: pl.LazyFrame, inputs: AxisInputs) -> pl.LazyFrame:
-    """Relative position in the response, in fifths: "0-20%" … "80-100%" (rel_position nudged by 1e-6, as
-    ``analysis.position``, so that Float32 14/20 falls in the bin of 0.7)."""
+    """Relative position in the response, in fifths: "0-20%" … "80-100%" (``analysis.position``'s bins)."""
     k = POSITION_BINS
-    i = ((pl.col("rel_position").cast(pl.Float64) + 1e-6) * k).floor().clip(0, k - 1).cast(pl.Int64)
+    i = position_bin_expr(k)
     labels = {j: f"{100 * j // k}-{100 * (j + 1) // k}%" for j in range(k)}
     return frame.with_columns(i.replace_strict(labels, return_dtype=pl.Utf8).alias("position"))
 
@@ -205,15 +208,14 @@ def token_account(tokens: pl.LazyFrame, samples: pl.LazyFrame, *, vocab: pl.Lazy
     """
     t = token_entropy_change(tokens, samples).filter(pl.col("dH_pred").is_not_null())
     t = t.select(*TOKEN_KEY, "token_id", "rel_position", "entropy", "logprob", "advantage_used", "dH_pred")
-    if updates is not None and _has_values(updates, "entropy_next"):
+    if updates is not None and has_values(updates, "entropy_next"):
         u = require(lazy(updates, "updates"), [*TOKEN_KEY, "logprob_next", "entropy_next"], "updates")
         t = t.join(u.select(*TOKEN_KEY, "logprob_next", "entropy_next"), on=TOKEN_KEY, how="left").with_columns(
             (pl.col("entropy_next").cast(pl.Float64) - pl.col("entropy").cast(pl.Float64)).alias("dH_real"),
             (pl.col("logprob_next").cast(pl.Float64) - pl.col("logprob").cast(pl.Float64)).alias("dlogp_real"),
         ).drop("logprob_next", "entropy_next")
     b = boundary_step(boundary)
-    stage = pl.lit("all") if b is None else pl.when(pl.col("step") < b).then(pl.lit("rising")).otherwise(pl.lit("plateau"))
-    t = t.with_columns(stage.alias("stage"))
+    t = t.with_columns(pl.lit("all").alias("stage") if b is None else stage_expr(b))
     inputs = AxisInputs(samples, vocab)
     for name in (AXES.names() if axes is None else axes):
         added = AXES.get(name)(t, inputs)
@@ -357,8 +359,6 @@ def decompose(account: pl.DataFrame, *, value: str = "dH_pred", axes: Sequence[s
 def stage_share(decomposition: pl.DataFrame, stage: str, axis: str, group: str, measure: str = "net"):
     """The row of ``decomposition`` for (stage, axis, group) as an :class:`~entropy_lens.analysis.stats.Estimate`
     of ``share_<measure>`` (n = the group's tokens), or None when absent."""
-    from entropy_lens.analysis.stats import Estimate
-
     r = decomposition.filter((pl.col("stage") == stage) & (pl.col("axis") == axis) & (pl.col("group") == group))
     if r.height == 0:
         return None

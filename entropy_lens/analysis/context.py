@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from entropy_lens.analysis import stages
+from entropy_lens.analysis.frames import has_values
 from entropy_lens.errors import UserError
 from entropy_lens.store import Partitions, Store, open_store
 
@@ -111,9 +112,7 @@ class Rollouts:
 
 
 def _has_advantages(store: Store) -> bool:
-    if "advantage" not in store.tokens.collect_schema().names():
-        return False
-    return not _is_empty(store.tokens.filter(pl.col("advantage").is_not_null()).head(1))
+    return has_values(store.tokens, "advantage")
 
 
 def _is_empty(lf: pl.LazyFrame | None) -> bool:

@@ -68,6 +68,14 @@ def has_columns(lf: pl.LazyFrame, columns: Iterable[str]) -> bool:
     return all(c in have for c in columns)
 
 
+def has_values(lf: pl.LazyFrame, column: str) -> bool:
+    """``column`` exists and holds at least one non-null value (columns a newer store schema added read as
+    all-null in older stores)."""
+    if column not in lf.collect_schema().names():
+        return False
+    return lf.select(pl.col(column).is_not_null().any()).collect().item()
+
+
 def polarity_expr(col: str = "correct") -> pl.Expr:
     """"positive" for correct responses, "negative" otherwise (paper-notes §1.1)."""
     return pl.when(pl.col(col)).then(pl.lit("positive")).otherwise(pl.lit("negative")).alias("polarity")

@@ -36,7 +36,8 @@ def _nudged_rel_position() -> pl.Expr:
     return pl.col("rel_position").cast(pl.Float64) + REL_EPS
 
 
-def _bin_expr(n_bins: int) -> pl.Expr:
+def position_bin_expr(n_bins: int) -> pl.Expr:
+    """``pos_bin`` = floor((rel_position + 1e-6) · n_bins), clipped to [0, n_bins − 1] (Int64)."""
     if n_bins < 1:
         raise UserError(f"n_bins must be ≥ 1, got {n_bins}")
     return (_nudged_rel_position() * n_bins).floor().clip(0, n_bins - 1).cast(pl.Int64).alias("pos_bin")
@@ -64,7 +65,7 @@ def entropy_by_position(
     ``rel_low``, ``rel_high``, ``rel_mid``, ``entropy_mean`` (nats), ``n`` (tokens).
     """
     t = require(lazy(tokens, "tokens"), [*SAMPLE_KEY, "rel_position", "entropy"], "tokens")
-    lf = add_stage(t.select(*SAMPLE_KEY, "rel_position", "entropy"), boundary, stage).with_columns(_bin_expr(n_bins))
+    lf = add_stage(t.select(*SAMPLE_KEY, "rel_position", "entropy"), boundary, stage).with_columns(position_bin_expr(n_bins))
     agg = [pl.col("entropy").cast(pl.Float64).mean().alias("entropy_mean"), pl.len().cast(pl.Int64).alias("n")]
     frames = [collect_streaming(lf.group_by("pos_bin").agg(agg)).with_columns(pl.lit("all").alias("polarity"))]
     if samples is not None:
@@ -94,7 +95,7 @@ def update_by_position(
     |Δp|), ``share_of_significant`` (the bin's share of all significant tokens).
     """
     check_top_frac(top_frac)
-    bin_expr = _bin_expr(n_bins)
+    bin_expr = position_bin_expr(n_bins)
     pairs = pair_tokens(tokens, updates, ["rel_position", "entropy"])
     parts = [
         df.with_columns(bin_expr)
