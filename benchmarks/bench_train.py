@@ -5,7 +5,8 @@
     python benchmarks/bench_train.py --checkpoint RUN/checkpoints/step_0 --vs-trl --repeats 7 --minibatches 2
 
 Without ``--vs-trl``: sampled tokens/s of one generation round (``--sampler hf`` for transformers'
-``generate``, the default ``static`` for ``capture.sampling.sample_with_stats``), update tokens/s, and whole
+``generate``, the default ``static`` for ``capture.sampling.sample_with_stats`` with the decoder it picks,
+``hf-cache`` or ``qwen2`` for a named decoder), update tokens/s, and whole
 RL steps (dynamic sampling, advantages, update; no store writes) with their split into sample / score /
 update / other.
 
@@ -67,6 +68,10 @@ def timed_step(*args) -> dict:
     return row
 
 
+def previous_mixed(rows: list[dict]) -> float | None:
+    return rows[-1]["mixed_fraction"] if rows else None
+
+
 def step_seconds(row: dict) -> float:
     return row["seconds_total"]
 
@@ -75,7 +80,8 @@ def split(rows: list[dict]) -> str:
     parts = {k.removeprefix("seconds_"): statistics.median(r.get(k, 0.0) for r in rows) for k in PARTS}
     parts["other"] = statistics.median(step_seconds(r) - sum(r.get(k, 0.0) for k in PARTS) for r in rows)
     return (", ".join(f"{k} {v:.2f}" for k, v in parts.items())
-            + f"; generation rounds {statistics.mean(r['gen_rounds'] for r in rows):.1f}")
+            + f"; generation rounds {statistics.mean(r['gen_rounds'] for r in rows):.1f}, prompts sampled "
+            + f"{statistics.mean(r['prompts_sampled'] for r in rows):.0f}")
 
 
 def standalone(args, model, tok, cfg, held_out) -> None:
@@ -83,8 +89,9 @@ def standalone(args, model, tok, cfg, held_out) -> None:
     problems = grpo.training_problems(0, 0, cfg.prompts_per_step, cfg, held_out)
     prompts = [encode_prompt(tok, p.prompt) for p in problems for _ in range(cfg.group_size)]
     params = SamplingParams(cfg.max_new_tokens, cfg.temperature, 1.0)
+    decoder = None if args.sampler == "static" else args.sampler
     sample = ((lambda s: sample_hf(model, tok, prompts, params, seed=s)) if args.sampler == "hf" else
-              (lambda s: sample_with_stats(model, tok, prompts, params, seed=s)[0]))
+              (lambda s: sample_with_stats(model, tok, prompts, params, seed=s, decoder=decoder)[0]))
     rates, batch = [], None
     for r in range(args.repeats):
         t0 = time.perf_counter()
@@ -108,7 +115,9 @@ def standalone(args, model, tok, cfg, held_out) -> None:
           f"{cfg.minibatches} mini-batches)")
 
     # 3. whole RL steps (dynamic sampling, advantages, update; no store writes), lr 0
-    rows = [timed_step(model, tok, opt, sched, s, cfg, (0, 0), held_out, None) for s in range(args.repeats)]
+    rows = []
+    for s in range(args.repeats):  # each step's first round sized by the one before, as in grpo.train
+        rows.append(timed_step(model, tok, opt, sched, s, cfg, (0, 0), held_out, None, previous_mixed(rows)))
     print(f"RL step: {statistics.median(step_seconds(r) for r in rows):.2f} s (median of {args.repeats}; "
           + split(rows) + ")")
 
@@ -162,7 +171,7 @@ def vs_trl(args, model, tok, cfg, held_out) -> None:
                 return
             trl_secs.append(time.perf_counter() - clock["since"])  # M TRL optimizer steps, one generation
             k = len(ours)
-            row = timed_step(model, tok, opt, sched, k, cfg, (0, 0), held_out, None)
+            row = timed_step(model, tok, opt, sched, k, cfg, (0, 0), held_out, None, previous_mixed(ours))
             ours.append(row)
             print(f"  pair {k}: entropy-lens {step_seconds(row):.2f} s ({split([row])}), TRL {trl_secs[-1]:.2f} s"
                   + ("  [warm-up]" if k < args.warmup else ""), flush=True)
@@ -190,8 +199,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="--vs-trl: leading pairs left out of the medians")
     ap.add_argument("--minibatches", type=int, default=TrainConfig.minibatches,
                     help="optimizer steps per RL step (and, with --vs-trl, per TRL generation batch)")
-    ap.add_argument("--sampler", choices=("static", "hf"), default="static",
-                    help="sampler timed in the sampling-only measurement (the trainer uses static)")
+    ap.add_argument("--sampler", choices=("static", "hf-cache", "qwen2", "hf"), default="static",
+                    help="sampler timed in the sampling-only measurement: static (the trainer's: the decoder picked "
+                         "for the model), a named decoder of capture.decoders, or hf (transformers' generate)")
     ap.add_argument("--threads", type=int, default=TrainConfig.threads,
                     help="torch threads; 0 = $OMP_NUM_THREADS if set, else every core (the trainer's default)")
     ap.add_argument("--vs-trl", action="store_true", help="interleave the embedded step with TRL's GRPOTrainer")

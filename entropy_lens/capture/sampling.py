@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
-from transformers.cache_utils import Cache, StaticLayer
 
 from entropy_lens.capture.backends import EngineOptions, Response, SamplingParams
+from entropy_lens.capture.decoders import DECODERS, PromptBlock, pick_decoder
 from entropy_lens.capture.padding import pad_sequences
 
 
@@ -109,7 +109,7 @@ COMPACT_FRACTION = 0.25
 
 @torch.no_grad()
 def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *, seed: int,
-                      stats: bool = True):
+                      stats: bool = True, decoder: str | None = None):
     """Ancestral sampling with a pre-allocated KV cache, recording each sampled token's statistics on the way.
 
     Returns ``(responses, scores)``: the responses as :func:`sample_hf` cuts them (up to and including the first
@@ -125,17 +125,18 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     ``sample_hf`` draws.  How it saves time on small models, where a decode step is mostly per-call overhead:
 
     * identical prompts (the G samples of a GRPO group) are prefilled once and their cache rows repeated;
-    * the stock model runs on a pre-allocated cache (``Cache`` of :class:`_FilledStaticLayer`) with the
-      causal/padding mask built here once and updated in place (the model builds no mask per step), position
-      ids from the left padding;
-    * rows that have sampled EOS are dropped from the batch (``Cache.reorder_cache``) once they are
+    * each decode step is one call of a registered decoder (:mod:`entropy_lens.capture.decoders`; ``decoder``
+      names one, None picks it for the model): a stock Qwen2 in plain tensor calls, or the stock modules of other
+      full-attention models, on a pre-allocated cache with the causal/padding mask built here once and updated
+      in place, position ids from the left padding;
+    * rows that have sampled EOS are dropped from the batch (the decoder's ``keep``) once they are
       ``COMPACT_FRACTION`` of it, so the batch does not decode every row to the longest response.
 
     (``torch.compile`` of the decode step was measured and not used: 41 s to compile on CPU, and slower at
     320 rows, 46 ms a step against 19 ms eager.)
 
-    Models this loop does not fit (sliding-window or non-attention layers, an attention implementation other
-    than ``sdpa``) are sampled by :func:`sample_hf` and scored by ``capture.scoring.score`` instead.  The random
+    Models no decoder fits (sliding-window or non-attention layers, an attention implementation other than
+    ``sdpa``) are sampled by :func:`sample_hf` and scored by ``capture.scoring.score`` instead.  The random
     draws use a private ``torch.Generator`` seeded with ``seed``; the global RNG is untouched.
     """
     from entropy_lens.capture.scoring import STAT_FIELDS, Scores
@@ -144,7 +145,8 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     device = next(model.parameters()).device
     n, steps, temp = len(prompt_ids), params.max_new_tokens, params.temperature
     stats = stats and temp > 0
-    if not _fits_static_loop(model):
+    decoder = decoder or pick_decoder(model)
+    if decoder is None:
         responses = sample_hf(model, tokenizer, prompt_ids, params, seed=seed)
         if not stats:
             return responses, None
@@ -158,7 +160,8 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
 
-    cache, logits, keymask, next_pos, width = _prefill(model, prompt_ids, steps, pad, device)
+    dec, logits, keymask, next_pos, width = _prefill(DECODERS.get(decoder)(model, steps), prompt_ids, steps, pad,
+                                                     device)
     gen = torch.Generator(device=device).manual_seed(seed)
     tokens = torch.full((n, steps), pad, dtype=torch.long, device=device)
     st = torch.zeros((len(STAT_FIELDS), n, steps), dtype=torch.float32, device=device) if stats else None
@@ -179,12 +182,10 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
         dead = int((~alive).sum())
         if dead and dead >= COMPACT_FRACTION * len(rows):
             keep = alive.nonzero()[:, 0]
-            cache.reorder_cache(keep)
+            dec.keep(keep)
             rows, tok, keymask, next_pos, alive = rows[keep], tok[keep], keymask[keep], next_pos[keep], alive[keep]
         keymask[:, 0, 0, width + t] = True
-        out = model(input_ids=tok[:, None], attention_mask={"full_attention": keymask[..., : width + t + 1]},
-                    position_ids=next_pos[:, None], cache=cache, use_cache=True)
-        logits = out.logits[:, -1]
+        logits = dec.step(tok, keymask[..., : width + t + 1], next_pos)
         next_pos = next_pos + 1
 
     eos_set = set(eos)
@@ -197,35 +198,20 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     return responses, Scores(*flat, lengths=lens)
 
 
-def _prefill(model, prompt_ids: Sequence[Sequence[int]], steps: int, pad: int, device):
-    """Run the prompts into a fresh pre-allocated cache: each distinct prompt once, left-padded to a common
-    width W (the cache holds W + ``steps`` positions), then its cache rows repeated for every prompt that is it.
+def _prefill(dec, prompt_ids: Sequence[Sequence[int]], steps: int, pad: int, device):
+    """Run the prompts into the decoder's fresh cache: each distinct prompt once, left-padded to a common width W
+    (the cache holds W + ``steps`` positions), then its cache rows repeated for every prompt that is it.
 
-    Returns ``(cache, logits [B, V] of each prompt's last position, keymask [B, 1, 1, W + steps] of the real
+    Returns ``(decoder, logits [B, V] of each prompt's last position, keymask [B, 1, 1, W + steps] of the real
     keys, next_pos [B] the position id of each row's next token, W)``.
     """
-    first: dict[tuple, int] = {}
-    src = torch.tensor([first.setdefault(tuple(p), len(first)) for p in prompt_ids], dtype=torch.long)
-    uniq = list(first)
-    width = max(len(p) for p in uniq)
-    length = width + steps
-    plen = torch.tensor([len(p) for p in uniq], dtype=torch.long)
-    ids = torch.full((len(uniq), width), pad, dtype=torch.long)
-    for i, p in enumerate(uniq):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-    col = torch.arange(width)
-    real = col[None, :] >= (width - plen)[:, None]  # [U, W]
-    pos = (col[None, :] - (width - plen)[:, None]).clamp(min=0)
-    # Prefill mask [U, 1, W, W]: causal over real keys; a pad query sees itself only, so nothing is NaN.
-    pre = (col[:, None] >= col[None, :])[None] & real[:, None, :] | torch.eye(width, dtype=torch.bool)[None]
-    cache = Cache(layers=[_FilledStaticLayer(max_cache_len=length) for _ in range(model.config.num_hidden_layers)])
-    out = model(input_ids=ids.to(device), attention_mask={"full_attention": pre[:, None].to(device)},
-                position_ids=pos.to(device), cache=cache, use_cache=True, logits_to_keep=1)
-    logits = out.logits[:, -1].index_select(0, src.to(device))  # [B, V]
-    cache.reorder_cache(src.to(device))
-    keymask = torch.zeros((len(prompt_ids), 1, 1, length), dtype=torch.bool, device=device)
-    keymask[:, 0, 0, :width] = real.index_select(0, src).to(device)
-    return cache, logits, keymask, plen.index_select(0, src).to(device), width
+    block = PromptBlock.of(prompt_ids, pad)
+    src = block.src.to(device)
+    logits = dec.prefill(block).index_select(0, src)  # [B, V]
+    dec.repeat(src)
+    keymask = torch.zeros((len(prompt_ids), 1, 1, block.width + steps), dtype=torch.bool, device=device)
+    keymask[:, 0, 0, : block.width] = block.real.index_select(0, block.src).to(device)
+    return dec, logits, keymask, block.plen.index_select(0, block.src).to(device), block.width
 
 
 def _draw(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
@@ -237,34 +223,6 @@ def _draw(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Gen
     cdf = torch.softmax(z, dim=-1).cumsum_(dim=-1)
     draw = torch.rand((len(cdf), 1), generator=gen, device=logits.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, draw, right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
-
-
-def _fits_static_loop(model) -> bool:
-    """Every layer full (causal) attention through ``sdpa``, so the loop's boolean mask means what it says."""
-    cfg = model.config
-    types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
-    return (getattr(cfg, "_attn_implementation", None) == "sdpa" and set(types) == {"full_attention"}
-            and not getattr(cfg, "use_sliding_window", False) and len(types) == cfg.num_hidden_layers)
-
-
-class _FilledStaticLayer(StaticLayer):
-    """A ``StaticLayer`` (pre-allocated, written in place) whose ``update`` hands attention only the positions
-    written so far: attention reads n keys instead of ``max_cache_len``, and needs no mask for the unwritten tail."""
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        keys, values = super().update(key_states, value_states, *args, **kwargs)
-        n = int(self.cumulative_length)
-        return keys[:, :, :n], values[:, :, :n]
-
-    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
-        """Select (or repeat) batch rows, copying only the written positions (the rest is never read before
-        it is written)."""
-        n = int(self.cumulative_length)
-        for name in ("keys", "values"):
-            old = getattr(self, name)
-            new = old.new_empty((len(beam_idx), *old.shape[1:]))
-            new[:, :, :n] = old[:, :, :n].index_select(0, beam_idx)
-            setattr(self, name, new)
 
 
 def _top_p_filter(z: torch.Tensor, top_p: float) -> torch.Tensor:

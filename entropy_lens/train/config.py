@@ -66,8 +66,13 @@ class _RunFields:
     prompts_per_step: int = field(default=32, metadata={"help": "Prompt groups per training batch (kept after "
                                                                  "dynamic sampling)."})
     group_size: int = field(default=8, metadata={"help": "Responses sampled per prompt (G)."})
-    gen_oversample: float = field(default=2.0, metadata={"help": "Dynamic sampling: the first round samples this "
-                                                                   "many times prompts_per_step prompts."})
+    gen_oversample: float = field(default=2.0, metadata={"help": "Dynamic sampling: the first round samples at most "
+                                                                   "this many times prompts_per_step prompts (exactly "
+                                                                   "this many on a run's first step)."})
+    gen_margin: float = field(default=1.15, metadata={"help": "Dynamic sampling: after the first step, the first round "
+                                                               "samples prompts_per_step × gen_margin / (the previous "
+                                                               "step's share of mixed groups) prompts, capped by "
+                                                               "--gen-oversample (a large margin: always the cap)."})
     max_gen_rounds: int = field(default=3, metadata={"help": "Dynamic sampling: at most this many rounds of "
                                                               "prompts_per_step prompts to fill the batch with mixed "
                                                               "groups; a step trains on what it has after them."})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from entropy_lens.capture import sampling
+from entropy_lens.capture import decoders, sampling
 from entropy_lens.capture.backends import BACKENDS, SAMPLERS, Backend
 from entropy_lens.capture.sampling import SamplingParams, sample_hf, sample_with_stats
 from entropy_lens.capture.scoring import STAT_FIELDS, score
@@ -36,12 +36,14 @@ def prompts_of(tok, n, seed=0, group=1):
     return [p for p in base for _ in range(group)]
 
 
-@pytest.mark.parametrize("temperature, compact", [(1.0, 0.25), (0.7, 0.0), (1.3, 2.0)])
-def test_sampled_statistics_equal_teacher_forced_scoring(tiny, monkeypatch, temperature, compact):
+@pytest.mark.parametrize("temperature, compact, decoder", [(1.0, 0.25, None), (0.7, 0.0, None), (1.3, 2.0, None),
+                                                           (1.0, 0.25, "hf-cache")])
+def test_sampled_statistics_equal_teacher_forced_scoring(tiny, monkeypatch, temperature, compact, decoder):
     model, tok = tiny
     monkeypatch.setattr(sampling, "COMPACT_FRACTION", compact)  # always / default / never compact the batch
     prompts = prompts_of(tok, 9, group=4)
-    responses, stats = sample_with_stats(model, tok, prompts, SamplingParams(30, temperature, 1.0), seed=5)
+    responses, stats = sample_with_stats(model, tok, prompts, SamplingParams(30, temperature, 1.0), seed=5,
+                                         decoder=decoder)
     lengths = [len(r.token_ids) for r in responses]
     assert len(set(lengths)) > 3 and any(r.truncated for r in responses) and not all(r.truncated for r in responses)
     assert stats.lengths == lengths and len(stats.logprob) == sum(lengths)
@@ -155,7 +157,7 @@ def test_models_the_loop_does_not_fit_fall_back_to_generate_and_scoring(tiny):
     model, tok = tiny
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")  # an additive-mask attention: the loop's boolean mask would be wrong
-    assert not sampling._fits_static_loop(eager) and sampling._fits_static_loop(model)
+    assert decoders.pick_decoder(eager) is None and decoders.pick_decoder(model) == "qwen2"
     prompts = prompts_of(tok, 4, group=2)
     params = SamplingParams(15, 1.0, 1.0)
     got, stats = sample_with_stats(eager, tok, prompts, params, seed=9)

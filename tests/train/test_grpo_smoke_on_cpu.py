@@ -182,3 +182,24 @@ def test_threads_auto_without_env_takes_every_core(monkeypatch):
 def test_negative_threads_is_a_user_error():
     with pytest.raises(grpo.UserError, match="--threads -1"):
         grpo.resolve_threads(-1)
+
+
+def test_first_sampling_round_is_sized_by_the_previous_steps_mixed_share():
+    cfg = TrainConfig(prompts_per_step=32, gen_oversample=2.0, gen_margin=1.15)
+    assert grpo.first_round_prompts(cfg, None) == 64  # a run's first step: the cap
+    assert grpo.first_round_prompts(cfg, 1.0) == 37  # ceil(32 × 1.15)
+    assert grpo.first_round_prompts(cfg, 0.8) == 46  # ceil(32 × 1.15 / 0.8)
+    assert grpo.first_round_prompts(cfg, 0.1) == 64 and grpo.first_round_prompts(cfg, 0.0) == 64  # capped
+    assert grpo.first_round_prompts(TrainConfig(prompts_per_step=32, gen_margin=0.5), 1.0) == 32  # never below P
+
+
+def test_steps_record_what_dynamic_sampling_sampled(tmp_path):
+    run = tmp_path / "run"
+    cfg = TrainConfig(out=str(run), steps=3, **{**TINY, "prompts_per_step": 3, "max_gen_rounds": 1})
+    grpo.train(cfg)
+    steps = pl.read_parquet(run / "steps.parquet").filter(pl.col("step") < 3)
+    mixed, sampled = steps["mixed_fraction"].to_list(), steps["prompts_sampled"].to_list()
+    assert sampled[0] == grpo.first_round_prompts(cfg, None)
+    assert sampled[1:] == [grpo.first_round_prompts(cfg, m) for m in mixed[:-1]]
+    assert all(0 <= m <= 1 for m in mixed) and steps["kept_groups"].to_list() == [
+        min(3, round(m * n)) for m, n in zip(mixed, sampled)]
