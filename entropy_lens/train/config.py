@@ -69,7 +69,7 @@ class _RunFields:
     gen_oversample: float = field(default=2.0, metadata={"help": "Dynamic sampling: the first round samples at most "
                                                                    "this many times prompts_per_step prompts (exactly "
                                                                    "this many on a run's first step)."})
-    gen_margin: float = field(default=1.15, metadata={"help": "Dynamic sampling: after the first step, the first round "
+    gen_margin: float = field(default=1.3, metadata={"help": "Dynamic sampling: after the first step, the first round "
                                                                "samples prompts_per_step × gen_margin / (the previous "
                                                                "step's share of mixed groups) prompts, capped by "
                                                                "--gen-oversample (a large margin: always the cap)."})

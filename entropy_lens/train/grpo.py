@@ -50,11 +50,14 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
   ratio, ``entropy-lens stages``): lr 2e-4 broke at 17 and 23 (ratios 0.19, 0.27); lr 3e-4 at 20 and 28
   (0.42, 0.13); lr 4e-4 and 5e-4 broke at 9–13 while greedy accuracy collapsed (0.69 → 0.36).  16 prompts
   a step were too noisy (greedy accuracy fell as lr rose, 0.69 → 0.47 at 2e-4 with one mini-batch);
-* dynamic sampling sizes its first round by the previous step's share of mixed groups plus 15%
+* dynamic sampling sizes its first round by the previous step's share of mixed groups plus 30%
   (``first_round_prompts``; at most ``gen_oversample`` 2× the batch, which a run's first step samples): a
   fixed 1.25× needed a second round almost every step (1.88 rounds a step), a fixed 2× sampled twice the
-  rows it kept; sized, a step sampled 46 prompts instead of 64 with one round, 1.10 s of sampling against
-  1.40 s, 0.90× the step (post-SFT checkpoint at lr 0, 1 thread, 8 steps each interleaved);
+  rows it kept while ~80% of groups were mixed.  Sized with a 15% margin, a step on the post-SFT checkpoint
+  sampled 46 prompts instead of 64 in one round (1.10 s of sampling against 1.40 s, 0.90× the step; lr 0, 1
+  thread, 8 steps each interleaved), but in a 120-step run, where the mixed share drifts from 0.8 to ~0.6,
+  15–28% of steps needed a refill round (a refill costs about what the surplus rows would have); 30% keeps
+  refills rare and still samples fewer rows than 2× while the share is above 0.65;
 * torch uses every core unless told otherwise (``--threads``): alone on 2 cores, 2 threads made an RL step
   1.5× faster; side by side with another process they made it 5× slower, so ``make figures`` gives each
   parallel stage one thread;
