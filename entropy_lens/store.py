@@ -4,7 +4,7 @@ Layout (docs/store-schema.md has every column)::
 
     STORE/
       lens.json                        manifest: schema_version, kind, settings, completed partitions
-      tokens/step=000040/part-00000.parquet
+      tokens/step=000040/part-00000.parquet     (part-00001, ... : one file per rank of a multi-process writer)
       samples/step=000040/part-00000.parquet
       updates/step=000040/part-00000.parquet
       steps.parquet                    per-step scalars (training metrics), optional
@@ -18,11 +18,21 @@ Guarantees:
   partitions and never see half a step.
 * One writer at a time: :class:`StoreWriter` holds an exclusive ``flock`` on ``STORE/.lock``; the kernel
   drops it when the process dies, so a killed sweep never blocks its own resume.
+* Several processes (ranks) may write one step: rank r writes ``part-{r:05d}`` of each table with
+  :func:`write_parts` (no lock, no manifest), and rank 0, which holds the lock, lists the step with
+  ``StoreWriter.complete_step(step, tables, parts=N)`` once every rank has written (after a barrier).  The
+  manifest records the part count of such a step (``parts``: table → step → N; absent for one-part steps, so a
+  one-process store's manifest is as before); readers read exactly those N files, so the part files of an
+  unlisted step, or of ranks beyond N left by an earlier run, are never read.
 * The schema version is written into the manifest and into every file's metadata; a reader refuses a store
   from a newer version with one clear message.  Stores of an older version still read: the columns added
   since (:data:`ADDED_COLUMNS`) come back as typed all-null columns, so an analysis that needs them can test
   ``col.null_count() == len(col)`` and say which store it needs.  A writer never appends to an older store (one
   store, one row layout): it refuses with one line naming the store and the fix (a new ``--out``).
+* Optional columns (:data:`OPTIONAL_COLUMNS`, e.g. ``tokens.sampler_logprob``) are nullable columns that only
+  some writers have values for; they were added without a new schema version, so files written before them
+  lack them.  Readers give them back as typed nulls whenever a file lacks them (old files, or a store that mixes
+  both), which is why they need no version: every reader frame has every schema column.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -62,7 +72,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("position", i32, False), ("rel_position", f32, False), ("token_id", i32, False),
         ("logprob", f32, False), ("entropy", f32, False), ("sum_p2", f32, False),
         ("sum_p2_logp", f32, True), ("varentropy", f32, True),
-        ("advantage", f32, True), ("shaped_advantage", f32, True),
+        ("advantage", f32, True), ("shaped_advantage", f32, True), ("sampler_logprob", f32, True),
     ),
     "samples": _schema(
         ("step", i32, False), ("prompt_id", i32, False), ("sample_id", i32, False),
@@ -84,12 +94,22 @@ PARTITIONED = ("tokens", "samples", "updates")
 ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
     2: {"tokens": ("sum_p2_logp", "varentropy"), "updates": ("entropy_next",)},
 }
+#: Nullable columns that only some writers fill (the rest write nulls) and that files written before they existed
+#: lack, within the same schema version: readers insert them as typed nulls wherever a file lacks them.
+#: ``tokens.sampler_logprob``: the log-prob the rollout's sampler (vLLM) reported for the token.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"tokens": ("sampler_logprob",)}
 _SORT = {"tokens": _KEY + ["position"], "samples": _KEY, "updates": _KEY + ["position"], "vocab": ["token_id"]}
 ROW_GROUP_SIZE = 1 << 20  # large row groups: 100k-row batches halved zstd write throughput (6.9 → 3.5 M rows/s, measured)
 
 
+def part_path(root: Path, table: str, step: int, rank: int = 0) -> Path:
+    """The file of ``table``'s step ``step`` written by process ``rank`` (0 for a one-process writer)."""
+    return Path(root) / table / f"step={step:06d}" / f"part-{rank:05d}.parquet"
+
+
 def partition_path(root: Path, table: str, step: int) -> Path:
-    return root / table / f"step={step:06d}" / "part-00000.parquet"
+    """The first (rank-0) part file of a step: the whole step when one process wrote it."""
+    return part_path(root, table, step, 0)
 
 
 def to_arrow(table: str, columns: dict[str, Any] | pa.Table) -> pa.Table:
@@ -136,6 +156,24 @@ def atomic_write_text(text: str, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_parts(root: str | Path, step: int, rank: int, **tables: dict[str, Any] | pa.Table) -> None:
+    """Write process ``rank``'s part of step ``step`` of each table given (``tokens=..., samples=...``), each
+    file atomically, and list nothing: the step counts once the store's writer (rank 0, holding the lock) lists
+    it with :meth:`StoreWriter.complete_step`.  Needs no lock, so the other ranks of a run call it while rank 0
+    holds the store; each rank writes only its own files."""
+    if not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"rank must be a non-negative int, got {rank!r}")
+    for name, columns in tables.items():
+        if name not in PARTITIONED:
+            raise ValueError(f"{name} is not a partitioned table")
+        atomic_write_parquet(to_arrow(name, columns), part_path(Path(root), name, step, rank))
+
+
+def step_parts(manifest: dict, table: str, step: int) -> int:
+    """How many part files step ``step`` of ``table`` has, from the manifest (1 unless several ranks wrote it)."""
+    return int(manifest.get("parts", {}).get(table, {}).get(str(int(step)), 1))
 
 
 def read_manifest(root: Path) -> dict:
@@ -237,17 +275,43 @@ class StoreWriter:
         """Write one step's partitions (e.g. ``tokens=..., samples=...``), then list them in the manifest.
 
         Files are written first and the manifest last: a kill in between leaves unlisted files that readers
-        ignore and the next run overwrites.
+        ignore and the next run overwrites.  (One process: the step is the one file ``part-00000``.)
         """
-        for name, columns in tables.items():
+        write_parts(self.root, step, 0, **tables)
+        self.complete_step(step, tables, parts=1)
+
+    def complete_step(self, step: int, tables: Iterable[str], parts: int = 1) -> None:
+        """List step ``step`` of ``tables`` as complete, made of the part files of ranks ``0 .. parts-1``
+        (written with :func:`write_parts`; call it once every rank has written, e.g. after a barrier).
+
+        A part file missing is one line naming the ranks and the likely cause (ranks writing to different
+        folders), and nothing is listed.  The part count is recorded for ``parts`` > 1 only.
+        """
+        tables = list(tables)
+        if not isinstance(parts, int) or parts < 1:
+            raise ValueError(f"parts must be a positive int, got {parts!r}")
+        for name in tables:
             if name not in PARTITIONED:
                 raise ValueError(f"{name} is not a partitioned table")
-            atomic_write_parquet(to_arrow(name, columns), partition_path(self.root, name, step))
+            absent = [r for r in range(parts) if not part_path(self.root, name, step, r).is_file()]
+            if absent:
+                raise UserError(f"{self.root}: step {step} of {name} lacks the part files of ranks {absent} "
+                                f"(of {parts}); every rank must write to this same folder (on several nodes, a "
+                                "filesystem they all share)")
         for name in tables:
             done = self.manifest["completed"][name]
             if step not in done:
                 done.append(step)
                 done.sort()
+            counts = self.manifest.get("parts", {}).get(name, {})
+            if parts > 1:
+                self.manifest.setdefault("parts", {}).setdefault(name, {})[str(int(step))] = parts
+            else:
+                counts.pop(str(int(step)), None)
+        if "parts" in self.manifest:  # a store whose multi-part steps were all rewritten by one process
+            self.manifest["parts"] = {t: c for t, c in self.manifest["parts"].items() if c}
+            if not self.manifest["parts"]:
+                del self.manifest["parts"]
         self._save_manifest()
 
     def write_table(self, name: str, columns: dict[str, Any] | pa.Table | pl.DataFrame) -> None:
@@ -304,7 +368,8 @@ class Store:
         return self.partitions(table).scan()
 
     def partitions(self, table: str) -> "Partitions":
-        """The completed step partitions of ``table`` (tokens, samples or updates): step → Parquet file.
+        """The completed step partitions of ``table`` (tokens, samples or updates): step → its Parquet files
+        (one, or one per rank when several processes wrote the step).
 
         Pass them where a step-wise analysis takes ``tokens=`` / ``updates=``: it then reads each step's own
         file instead of filtering the scan of all of them by step (the same rows either way).
@@ -312,8 +377,42 @@ class Store:
         if table not in PARTITIONED:
             raise ValueError(f"{table} is not a partitioned table (one of {', '.join(PARTITIONED)})")
         steps = self.manifest["completed"].get(table, [])
-        return Partitions(table, {int(s): partition_path(self.root, table, s) for s in steps},
-                          int(self.manifest["schema_version"]))
+        return Partitions(table, {int(s): tuple(part_path(self.root, table, s, r)
+                                                for r in range(step_parts(self.manifest, table, s)))
+                                  for s in steps}, int(self.manifest["schema_version"]))
+
+    def multi_part_steps(self, table: str) -> dict[int, int]:
+        """Step → number of part files, for the completed steps of ``table`` written by several processes."""
+        steps = self.manifest["completed"].get(table, [])
+        return {int(s): n for s in steps if (n := step_parts(self.manifest, table, s)) > 1}
+
+    def cross_part_duplicates(self, table: str) -> dict[int, pl.DataFrame]:
+        """Step → the keys (``step, prompt_id, sample_id`` and ``position`` for tokens / updates) that occur in
+        more than one part file of that step, for the steps of ``table`` with several parts whose parts overlap
+        (an empty dict when none do).  One-part steps are not read."""
+        key = _KEY if table == "samples" else TOKEN_KEY
+        parts = self.partitions(table)
+        steps = list(self.multi_part_steps(table))
+        frames = pl.collect_all([
+            pl.concat([pl.scan_parquet(str(f), hive_partitioning=False).select(key).unique() for f in parts.paths[s]])
+            .group_by(key).len().filter(pl.col("len") > 1).drop("len").sort(key) for s in steps])
+        return {s: df for s, df in zip(steps, frames) if df.height}
+
+    def files_lacking_columns(self) -> dict[Path, list[str]]:
+        """Listed part file → the columns it should have and lacks: every required column, and the nullable ones
+        of the store's schema version except :data:`OPTIONAL_COLUMNS` (readers would give those back as nulls;
+        a file lacking them is damaged or foreign).  Reads the Parquet footers only; empty when all is well."""
+        version = int(self.manifest["schema_version"])
+        out: dict[Path, list[str]] = {}
+        for table in PARTITIONED:
+            later = set(missing_columns(version, table)) | set(OPTIONAL_COLUMNS.get(table, ()))
+            need = [n for n in SCHEMAS[table].names if n not in later]
+            for files in self.partitions(table).paths.values():
+                for f in files:
+                    names = set(pq.read_schema(f).names) if f.is_file() else set()
+                    if lacks := [n for n in need if n not in names]:
+                        out[f] = lacks
+        return out
 
     def tokens_with_updates(self) -> pl.LazyFrame:
         """View: the ``tokens`` rows of every step that has ``updates``, with ``next_step``, ``logprob_next`` and
@@ -374,61 +473,63 @@ def _polars_schema(table: str) -> pl.Schema:
     return pl.from_arrow(SCHEMAS[table].empty_table()).schema
 
 
-def with_added_columns(frame: pl.LazyFrame, table: str, version: int) -> pl.LazyFrame:
-    """``frame`` (rows of ``table`` from a store of schema ``version``) with the columns later versions added,
-    as typed nulls in their schema place: a schema-1 ``tokens`` frame gets all-null Float32 ``sum_p2_logp`` and
-    ``varentropy``.  The frame itself when nothing is missing."""
-    cols = missing_columns(version, table)
-    if not cols:
-        return frame
-    dtypes = _polars_schema(table)
-    return frame.with_columns(pl.lit(None, dtype=dtypes[c]).alias(c) for c in cols).select(SCHEMAS[table].names)
+def scan_parts(table: str, files: Iterable[str | Path]) -> pl.LazyFrame:
+    """The rows of ``table`` in ``files`` (Parquet files of this store, read in the order given), with every
+    column of the table's schema in schema order: a column a file lacks (added by a later schema version, or an
+    optional column: :data:`OPTIONAL_COLUMNS`) comes back as typed nulls for that file's rows."""
+    return pl.scan_parquet([str(f) for f in files], hive_partitioning=False, schema=_polars_schema(table),
+                           missing_columns="insert")
 
 
 @dataclass(frozen=True, eq=False)
 class Partitions:
-    """One table's completed step partitions, from :meth:`Store.partitions`: ``paths`` maps step → file;
-    ``version`` is the store's schema version (the columns it lacks are read as nulls).
+    """One table's completed step partitions, from :meth:`Store.partitions`: ``paths`` maps step → its files
+    (a tuple: ``part-00000`` alone, or one per rank of a multi-process writer, in rank order); ``version`` is
+    the store's schema version (the columns its files lack are read as nulls).
 
-    :meth:`scan` is the same LazyFrame as the store's table property (``Store.tokens`` for the tokens).
+    :meth:`scan` is the same LazyFrame as the store's table property (``Store.tokens`` for the tokens): the
+    steps in order, each step's parts in rank order.
     """
 
     table: str
-    paths: dict[int, Path]
+    paths: dict[int, tuple[Path, ...]]
     version: int = SCHEMA_VERSION
 
     def scan(self) -> pl.LazyFrame:
         if not self.paths:
             return pl.LazyFrame(schema=_polars_schema(self.table))
-        return with_added_columns(pl.scan_parquet([str(p) for p in self.paths.values()], hive_partitioning=False),
-                                  self.table, self.version)
+        return scan_parts(self.table, [p for files in self.paths.values() for p in files])
 
 
 class StepTable:
     """One table read a step at a time: ``steps`` (sorted), :meth:`scan` (one step's rows, in stored order)
     and :meth:`num_rows` (from the Parquet footer of a partition file; None for a filtered frame).
 
-    Build it with :func:`step_tables`, from :class:`Partitions` (each step is its own file) or from any frame
-    (each step is ``frame.filter(step == s)``).
+    Build it with :func:`step_tables`, from :class:`Partitions` (each step is its own files: one, or one per
+    rank) or from any frame (each step is ``frame.filter(step == s)``).
     """
 
-    def __init__(self, files: dict[int, Path] | None = None, frame: pl.LazyFrame | None = None,
+    def __init__(self, files: dict[int, Path | Sequence[Path]] | None = None, frame: pl.LazyFrame | None = None,
                  steps: Iterable[int] = (), *, table: str | None = None, version: int = SCHEMA_VERSION):
-        self._files, self._frame = files, frame
-        self._table, self._version = table, version  # files of an older schema get the added columns as nulls
-        self.steps = sorted(files) if files is not None else sorted(int(s) for s in steps)
+        self._files = None if files is None else {
+            int(s): (f,) if isinstance(f, (str, Path)) else tuple(f) for s, f in files.items()}
+        self._frame = frame
+        self._table, self._version = table, version  # files lacking columns get them as typed nulls
+        self.steps = sorted(self._files) if self._files is not None else sorted(int(s) for s in steps)
 
     def scan(self, step: int) -> pl.LazyFrame:
         if self._files is not None:
-            lf = pl.scan_parquet(str(self._files[step]), hive_partitioning=False)
-            return with_added_columns(lf, self._table, self._version) if self._table else lf
+            files = self._files[step]
+            if self._table:
+                return scan_parts(self._table, files)
+            return pl.scan_parquet([str(f) for f in files], hive_partitioning=False)
         return self._frame.filter(pl.col("step") == step)
 
     def num_rows(self, step: int) -> int | None:
         if self._files is None:
             return None
         try:
-            return pq.ParquetFile(self._files[step]).metadata.num_rows
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in self._files[step])
         except OSError:
             return None
 

@@ -175,7 +175,7 @@ def test_partitions_are_the_listed_step_files_and_pair_like_the_frames(tmp_path)
         w.write_step(2, tokens=tokens(2, 4))
     store = entropy_lens.open(tmp_path)
     parts = store.partitions("tokens")
-    assert parts.paths == {s: partition_path(tmp_path, "tokens", s) for s in (0, 1, 2)}
+    assert parts.paths == {s: (partition_path(tmp_path, "tokens", s),) for s in (0, 1, 2)}
     assert parts.scan().collect().equals(store.tokens.collect())
     assert store.partitions("updates").paths.keys() == {0, 1}
     with pytest.raises(ValueError, match="not a partitioned table"):
@@ -191,3 +191,165 @@ def test_partitions_are_the_listed_step_files_and_pair_like_the_frames(tmp_path)
         a, b = from_files.frame(s, ["position", "logprob"]), from_frames.frame(s, ["position", "logprob"])
         assert a.equals(b) and a.height == (4 if s == 0 else 3)
     assert from_files._aligned == from_frames._aligned == {0: True, 1: False}
+
+
+# ------------------------------------------------------------------------------------ several ranks, one step
+def rank_rows(step, prompt_ids, n=2):
+    """Tokens and samples rows of the responses (p, 0) for p in ``prompt_ids``, ``n`` tokens each; the log-prob
+    of token t of prompt p is −(p + t/10), so every row is recognisable."""
+    k = len(prompt_ids)
+    tok = dict(step=[step] * (k * n), prompt_id=[p for p in prompt_ids for _ in range(n)], sample_id=[0] * (k * n),
+               position=[t for _ in prompt_ids for t in range(n)],
+               rel_position=[t / n for _ in prompt_ids for t in range(n)],
+               token_id=[1] * (k * n), logprob=[-(p + t / 10) for p in prompt_ids for t in range(n)],
+               entropy=[0.5] * (k * n), sum_p2=[0.5] * (k * n))
+    smp = dict(step=[step] * k, prompt_id=list(prompt_ids), sample_id=[0] * k, length=[n] * k, truncated=[False] * k,
+               prompt=["q"] * k, text=["a"] * k, answer=[None] * k, gold=[""] * k, format_ok=[True] * k,
+               correct=[True] * k, reward=[1.0] * k, logppl=[0.1] * k, mean_entropy=[0.5] * k, source=["trl"] * k)
+    return tok, smp
+
+
+def validate(capsys, root):
+    from entropy_lens.cli import main
+
+    code = main(["validate", str(root)])
+    out = capsys.readouterr()
+    return code, out.out.strip(), out.err.strip()
+
+
+def test_a_step_written_by_two_ranks_is_listed_by_rank_0_once_both_parts_exist(tmp_path, capsys):
+    from entropy_lens.store import part_path, write_parts
+
+    with StoreWriter(tmp_path, kind="train", settings={}) as w:  # rank 0 holds the store
+        w.write_step(0, **dict(zip(("tokens", "samples"), rank_rows(0, [0, 1]))))  # a one-part step before it
+        t1, s1 = rank_rows(3, [2, 3])
+        write_parts(tmp_path, 3, 1, tokens=t1, samples=s1)  # rank 1 first, without the lock
+        assert part_path(tmp_path, "tokens", 3, 1).is_file() and entropy_lens.open(tmp_path).completed_steps == [0]
+        with pytest.raises(UserError, match=r"step 3 of tokens lacks the part files of ranks \[0\] \(of 2\)") as e:
+            w.complete_step(3, ("tokens", "samples"), parts=2)  # rank 0's part is not written yet
+        assert "\n" not in str(e.value)
+        assert 3 not in json.loads((tmp_path / "lens.json").read_text())["completed"]["tokens"]
+        t0, s0 = rank_rows(3, [0, 1])
+        write_parts(tmp_path, 3, 0, tokens=t0, samples=s0)
+        assert entropy_lens.open(tmp_path).completed_steps == [0]  # both parts there, not listed until rank 0 lists
+        w.complete_step(3, ("tokens", "samples"), parts=2)
+    manifest = json.loads((tmp_path / "lens.json").read_text())
+    assert manifest["parts"] == {"tokens": {"3": 2}, "samples": {"3": 2}}
+    store = entropy_lens.open(tmp_path)
+    assert store.completed_steps == [0, 3] and store.multi_part_steps("tokens") == {3: 2}
+    assert store.partitions("samples").paths[3] == tuple(part_path(tmp_path, "samples", 3, r) for r in (0, 1))
+    tok = store.tokens.filter(pl.col("step") == 3).collect()
+    assert tok["prompt_id"].to_list() == [0, 0, 1, 1, 2, 2, 3, 3]  # both ranks' rows, rank 0's part first
+    assert tok["logprob"].to_list() == pytest.approx([-0.0, -0.1, -1.0, -1.1, -2.0, -2.1, -3.0, -3.1])
+    assert store.samples.filter(pl.col("step") == 3).collect()["prompt_id"].to_list() == [0, 1, 2, 3]
+    from entropy_lens.store import StepPairs, step_tables
+
+    (by_step,) = step_tables(store.partitions("tokens"))
+    assert by_step.num_rows(3) == 8 and by_step.scan(3).collect().equals(tok)
+    assert StepPairs(store.partitions("tokens"), store.partitions("tokens").scan().with_columns(
+        logprob_next=pl.col("logprob"))).frame(3, ["prompt_id"])["prompt_id"].to_list() == [0, 0, 1, 1, 2, 2, 3, 3]
+    code, out, err = validate(capsys, tmp_path)
+    assert code == 0 and err == "" and "steps [0, 3]" in out and "12 tokens rows, 6 samples rows" in out
+    assert out.endswith("up to 2 part files a step")
+
+
+def test_validate_reports_a_key_written_by_two_ranks(tmp_path, capsys):
+    from entropy_lens.store import write_parts
+
+    with StoreWriter(tmp_path, kind="train", settings={}) as w:
+        t0, s0 = rank_rows(5, [0, 1])
+        t1, s1 = rank_rows(5, [1, 2])  # prompt 1 (2 tokens, 1 sample) in both parts
+        write_parts(tmp_path, 5, 1, tokens=t1, samples=s1)
+        write_parts(tmp_path, 5, 0, tokens=t0, samples=s0)
+        w.complete_step(5, ("tokens", "samples"), parts=2)
+    store = entropy_lens.open(tmp_path)
+    dup = store.cross_part_duplicates("tokens")
+    assert list(dup) == [5] and dup[5].rows() == [(5, 1, 0, 0), (5, 1, 0, 1)]
+    assert store.cross_part_duplicates("samples")[5].rows() == [(5, 1, 0)]
+    code, out, err = validate(capsys, tmp_path)
+    assert code == 2 and out == "" and "\n" not in err
+    assert err.endswith("step 5 of tokens has 2 keys in more than one of its 2 part files (first: step=5, "
+                        "prompt_id=1, sample_id=0, position=0): its ranks wrote overlapping rows; re-run that "
+                        "training into a new store")
+
+
+def test_a_step_rewritten_by_one_process_reads_only_its_one_part(tmp_path):
+    from entropy_lens.store import part_path, write_parts
+
+    with StoreWriter(tmp_path, kind="train", settings={}) as w:
+        for rank, ids in ((0, [0]), (1, [1])):
+            write_parts(tmp_path, 2, rank, tokens=rank_rows(2, ids)[0])
+        w.complete_step(2, ("tokens",), parts=2)
+        w.write_step(2, tokens=rank_rows(2, [0, 1])[0])  # a resumed run on one process rewrites the step
+    assert part_path(tmp_path, "tokens", 2, 1).is_file()  # left over by the two-rank run ...
+    assert "parts" not in json.loads((tmp_path / "lens.json").read_text())
+    store = entropy_lens.open(tmp_path)
+    assert store.tokens.collect()["prompt_id"].to_list() == [0, 0, 1, 1]  # ... and not read
+
+
+def test_a_one_part_store_reads_as_the_plain_scan_of_its_files(tmp_path):
+    """One process: every step is the one file part-00000, no ``parts`` in the manifest, and the store's frames
+    are the plain scan of the listed files (what the reader returned before steps could have several parts)."""
+    with StoreWriter(tmp_path, kind="train", settings={}) as w:
+        for step in (0, 1):
+            t, smp = rank_rows(step, [0, 1, 2])
+            w.write_step(step, tokens=t, samples=smp, updates=updates(step, [0, 1]))
+    assert "parts" not in json.loads((tmp_path / "lens.json").read_text())
+    assert sorted(p.name for p in tmp_path.rglob("*.parquet")) == ["part-00000.parquet"] * 6
+    store = entropy_lens.open(tmp_path)
+    for table in ("tokens", "samples", "updates"):
+        files = [str(partition_path(tmp_path, table, s)) for s in (0, 1)]
+        plain = pl.scan_parquet(files, hive_partitioning=False).collect()
+        assert getattr(store, table).collect().equals(plain), table
+        assert store.partitions(table).scan().collect().equals(plain), table
+
+
+def test_sampler_logprob_round_trips_and_reads_null_from_files_without_it(tmp_path):
+    import pyarrow as pa
+
+    from entropy_lens.store import atomic_write_parquet, to_arrow
+
+    with StoreWriter(tmp_path, kind="train", settings={}) as w:
+        w.write_step(1, tokens={**tokens(1), "sampler_logprob": pa.array([-0.25, None, -2.5], pa.float32())})
+        w.write_step(2, tokens=tokens(2))  # a writer without sampler log-probs: nulls
+    # step 0 as written before the column existed (same schema version, the file lacks the column)
+    old = to_arrow("tokens", tokens(0)).drop_columns(["sampler_logprob"])
+    atomic_write_parquet(old, partition_path(tmp_path, "tokens", 0))
+    manifest = json.loads((tmp_path / "lens.json").read_text())
+    manifest["completed"]["tokens"] = [0, 1, 2]
+    (tmp_path / "lens.json").write_text(json.dumps(manifest))
+    assert "sampler_logprob" not in pq.read_schema(partition_path(tmp_path, "tokens", 0)).names
+    store = entropy_lens.open(tmp_path)
+    df = store.tokens.collect()
+    assert df.columns == SCHEMAS["tokens"].names and df.schema["sampler_logprob"] == pl.Float32
+    by_step = {s: df.filter(pl.col("step") == s)["sampler_logprob"].to_list() for s in (0, 1, 2)}
+    # rows sorted by position: the values given at positions 2, 1, 0 read back at 0, 1, 2
+    assert by_step == {0: [None] * 3, 1: [-2.5, None, -0.25], 2: [None] * 3}
+    from entropy_lens.store import step_tables
+
+    (one,) = step_tables(store.partitions("tokens"))
+    assert one.scan(0).collect()["sampler_logprob"].null_count() == 3
+    assert df.filter(pl.col("step") == 0).drop("sampler_logprob").equals(pl.read_parquet(
+        partition_path(tmp_path, "tokens", 0)))
+
+
+def test_validate_names_a_listed_file_that_lacks_a_required_column_or_is_gone(tmp_path, capsys):
+    from entropy_lens.store import atomic_write_parquet, part_path, to_arrow, write_parts
+
+    with StoreWriter(tmp_path, kind="train", settings={}) as w:
+        w.write_step(0, tokens=tokens(0))
+        write_parts(tmp_path, 1, 1, tokens=tokens(1))  # rank 1 of step 1; rank 0 of it: below
+        write_parts(tmp_path, 1, 0, tokens=tokens(1))
+        w.complete_step(1, ("tokens",), parts=2)
+    store = entropy_lens.open(tmp_path)
+    assert store.files_lacking_columns() == {}
+    atomic_write_parquet(to_arrow("tokens", tokens(0)).drop_columns(["entropy", "sampler_logprob"]),
+                         partition_path(tmp_path, "tokens", 0))  # sampler_logprob may be absent, entropy not
+    part_path(tmp_path, "tokens", 1, 1).unlink()
+    assert store.files_lacking_columns() == {partition_path(tmp_path, "tokens", 0): ["entropy"],
+                                             part_path(tmp_path, "tokens", 1, 1): SCHEMAS["tokens"].names[:-1]}
+    code, out, err = validate(capsys, tmp_path)
+    assert code == 2 and "\n" not in err
+    assert err.endswith(f"the listed part file {partition_path(tmp_path, 'tokens', 0)} lacks the columns entropy; "
+                        "the store is damaged: re-run the step (or the run) into a new store")
+    assert validate(capsys, write_v1_store(tmp_path / "v1"))[0] == 0  # a schema-1 store lacks its later columns

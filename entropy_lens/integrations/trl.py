@@ -16,7 +16,7 @@ library): ``_generate`` hands back the prompt and completion token ids TRL sampl
    per token the exact full-vocabulary log-prob, entropy, Σp², Σp² log p and varentropy.  The weights are
    those that just sampled the batch (no update happens between TRL's generation and this hook), so they are
    the policy that sampled each token — with TRL's own generation; with vLLM they are the trainer's weights,
-   not vLLM's sampler (whose per-token log-prob is not stored: the schema has no column for it yet).
+   not vLLM's sampler, whose own per-token log-prob is stored beside them (**Sampler log-probs** below).
    Entropy is of ``softmax(logits / temperature)``, the whole vocabulary (``top_p`` / ``top_k`` cuts are not
    applied to it), as everywhere in entropy-lens;
 2. shapes the advantages and hands TRL the (B, T) tensor in place of its (B,) one (TRL's ``_compute_loss``
@@ -25,6 +25,16 @@ library): ``_generate`` hands back the prompt and completion token ids TRL sampl
 3. writes the step's ``tokens`` and ``samples`` partitions (``source`` = "trl").
 
 ``log`` records TRL's logged scalars (the same dict TRL sends to its loggers) into ``steps.parquet``.
+
+**Sampler log-probs.**  When TRL's generation reports the sampler's per-token log-probs (``_generate``'s fifth
+value, which TRL pads into ``sampling_per_token_logps``: vLLM's log-prob of each sampled token, or the
+``logprobs`` a ``rollout_func`` returns), they are stored as ``tokens.sampler_logprob``, so
+``logprob − sampler_logprob`` is the mismatch between this exact recompute and the sampler (:func:`sampler_logprobs`:
+null where vLLM gave no value and for tokens the model did not sample, ``tool_mask`` / ``env_mask`` 0).  Without
+them (TRL's own generation) the column is null.  The step's row in ``steps.parquet`` then carries
+``sampler_logprob_mismatch``: mean over the step's tokens on every process of |logprob − sampler_logprob|
+(TRL's own ``sampling/sampling_logp_difference/mean``, logged with ``vllm_importance_sampling_correction``,
+compares the sampler with TRL's training-precision recompute instead, and averages per process).
 
 **Steps.**  Rollouts sampled after k optimizer updates (``state.global_step`` = k at generation) are stored as
 step k, so TRL's ``checkpoint-k`` is the policy of step k and ``entropy-lens collect OUTPUT_DIR`` lines up.  With
@@ -60,15 +70,21 @@ identity and the group lies within the batch.  ``entropy-top`` ranks the tokens 
 Shapers act on every step (no window).  The capture forward runs whenever a store is written or the shaper
 reads log-PPL or entropy (not for ``position``-style shapers without a store).
 
-**Multi-process** (design; tested with one process, and refused for now with ``lens_store``): every rank
-scores and lays out its own rows (prompt ids are global, so ranks never collide) and writes them as
-``tokens/step=K/part-{rank:05d}.parquet`` (and samples) with the atomic temp-then-rename writes; after a step's
-files, ``accelerator.wait_for_everyone()``, then rank 0 alone lists step K in ``lens.json`` (rank 0 holds the
-store lock; the others write part files without it) and writes ``steps.parquet`` and ``vocab.parquet``.  A
-step is thus listed only when every rank has written it, and a killed run resumes as a one-process one does.
-Readers need one change first: :class:`entropy_lens.store.Partitions` maps a step to one file today, so it has
-to read every part of a step; until it does, ``lens_store`` with more than one process is refused with one line.
-Shaping with N processes works as described above (it needs no store).
+**Multi-process.**  Every rank scores and lays out its own rows, with global prompt ids (:func:`rank_jobs`:
+TRL's ``index // num_generations`` over the whole generation batch, so ranks never collide), and writes them
+as ``tokens/step=K/part-{rank:05d}.parquet`` (and samples) with the store's atomic temp-then-rename writes
+(:func:`entropy_lens.store.write_parts`).  Rank 0 opens the store first (lock, manifest, settings check, vocab)
+and the others start writing only after a barrier, once they see its ``lens.json``; after a step's files,
+``accelerator.wait_for_everyone()``, then rank 0 alone lists step K in ``lens.json`` with its part count
+(``StoreWriter.complete_step``, which checks every part file is there) and writes ``steps.parquet``.  A step is
+thus listed only when every rank has written it, readers read every listed part of it, and a killed run resumes
+as a one-process one does (a step rewritten by fewer processes lists fewer parts; leftover part files of higher
+ranks are never read).  With one process the store is exactly the one-process layout (``part-00000`` only, no
+``parts`` in the manifest).  Tested with one process, and with the two ranks' writes made one after the other
+in one process; not run on several processes here.  Still refused, in one line (:func:`sharding_refusal`): the
+capture forward under FSDP or DeepSpeed ZeRO-3 (it reads the whole lm_head weight, which those shard), i.e.
+``lens_store`` or a statistics-reading shaper with sharded weights; DDP and ZeRO-1/2 are fine.  Shaping alone
+with N processes works as described above (it needs no store).
 
 ``use_liger_kernel=True`` is refused: Liger's fused loss replaces the ``_compute_loss`` path whose advantages
 this trainer shapes (and never materialises the logits), so the shaper would silently do nothing.
@@ -84,6 +100,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import torch
 from trl import GRPOTrainer
 
@@ -92,13 +109,13 @@ from entropy_lens.capture.config import SamplingRecord
 from entropy_lens.capture.scoring import STAT_FIELDS, Scores, score
 from entropy_lens.capture.tables import grade_columns, layout_tables, vocab_table
 from entropy_lens.errors import UserError
-from entropy_lens.store import StoreWriter
+from entropy_lens.store import MANIFEST, StoreWriter, write_parts
 from entropy_lens.tasks import Verdict
 from entropy_lens.tasks.math import count_boxed, extract_boxed
 from entropy_lens.train.config import SHAPERS, ShapingConfig
 from entropy_lens.train.core import relative_position
 
-__all__ = ["LensGRPOTrainer", "GROUP_SHAPERS", "LIGER_REFUSAL"]
+__all__ = ["LensGRPOTrainer", "GROUP_SHAPERS", "LIGER_REFUSAL", "sampler_logprobs", "sharding_refusal"]
 
 SOURCE = "trl"
 #: Shapers whose value for a sample depends on its whole GRPO group (log-PPL standardised per group): applied to
@@ -133,27 +150,36 @@ class LensGRPOTrainer(GRPOTrainer):
         self.lens_root = None if lens_store is None else Path(lens_store)
         self.lens_batch_size = int(lens_batch_size)
         self._lens_writer: StoreWriter | None = None
-        self._lens_rollout: tuple | None = None  # (prompt ids, completion ids, completions) of the last generation
+        self._lens_rollout: tuple | None = None  # the last generation's ids, completions, sampler log-probs, mask
         self._lens_rewards: torch.Tensor | None = None  # [N·B, F] rewards of the last generation
         self._lens_pending: tuple[int, list[tuple[dict, dict]]] | None = None  # (step, its batches)
         self._lens_last_step: int | None = None
         self._lens_steps: dict[int, dict[str, Any]] = {}
         self._lens_counts: dict[int, dict[str, int]] = {}
+        self._lens_opened = False  # every rank: the store was opened (by rank 0) before any rank writes to it
+        self._lens_mismatch: dict[int, list[float]] = {}  # step -> [Σ |logprob - sampler_logprob|, tokens]
         super().__init__(*args, **kwargs)
-        if self.lens_root is not None and self.accelerator.num_processes > 1:
-            raise UserError(f"LensGRPOTrainer: lens_store with {self.accelerator.num_processes} processes is not "
-                            "supported yet (one process only; the N-process design is in "
-                            "entropy_lens.integrations.trl); run without lens_store, or on one process")
+        stage = getattr(getattr(self.accelerator.state, "deepspeed_plugin", None), "zero_stage", None)
+        refusal = sharding_refusal(bool(getattr(self, "is_fsdp_enabled", False)), stage, self._lens_captures)
+        if refusal:
+            raise UserError(refusal)
 
     # ------------------------------------------------------------------------------------------ TRL's hooks
     @property
     def _lens_active(self) -> bool:
         return self.lens_root is not None or self.lens_shaping != "none"
 
+    @property
+    def _lens_captures(self) -> bool:
+        """Whether steps run the capture forward (a store is written, or the shaper reads the statistics)."""
+        return self.lens_root is not None or self.lens_shaping not in STAT_FREE_SHAPERS
+
     def _generate(self, prompts: list):
         result = super()._generate(prompts)
         if self.model.training:
-            self._lens_rollout = (result[0], result[1], result[3])  # prompt ids, completion ids, completions
+            # prompt ids, completion ids, completions, the sampler's per-token log-probs (None without vLLM or a
+            # rollout_func that returns them) and the tool mask (a rollout_func's env_mask; None without either)
+            self._lens_rollout = (result[0], result[1], result[3], result[4], result[2])
         return result
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -187,14 +213,15 @@ class LensGRPOTrainer(GRPOTrainer):
         TRL's (B,) when nothing is shaped, else the shaped (B, T), T = ``out["completion_ids"].shape[1]``."""
         step = int(self.state.global_step)
         self._lens_last_step = step
-        prompt_ids, completion_ids, completions = self._lens_rollout
+        prompt_ids, completion_ids, completions, sampler_logps, tool_mask = self._lens_rollout
         adv = out["advantages"]
         lengths = [len(c) for c in completion_ids]
-        needs_stats = self.lens_root is not None or self.lens_shaping not in STAT_FREE_SHAPERS
-        stats = self._lens_score(prompt_ids, completion_ids) if needs_stats else None
+        stats = self._lens_score(prompt_ids, completion_ids) if self._lens_captures else None
         shaped = self._lens_shape(adv, lengths, out["completion_ids"].shape[1], stats)
         if self.lens_root is not None:
-            self._lens_write(step, prompt_ids, completion_ids, completions, stats, adv, shaped, lengths)
+            sampler = sampler_logprobs(sampler_logps, lengths, tool_mask)
+            self._lens_write(step, prompt_ids, completion_ids, completions, stats, adv, shaped, lengths, sampler)
+            self._lens_add_mismatch(step, stats.logprob, sampler)
         return adv if shaped is None else shaped
 
     def _lens_score(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]) -> Scores:
@@ -241,14 +268,14 @@ class LensGRPOTrainer(GRPOTrainer):
         return shaped.detach().to(torch.float32)
 
     def _lens_write(self, step: int, prompt_ids, completion_ids, completions, stats: Scores, adv: torch.Tensor,
-                    shaped: torch.Tensor | None, lengths: list[int]) -> None:
-        """Lay out one generation batch as ``tokens`` / ``samples`` rows and (re)write step ``step``."""
+                    shaped: torch.Tensor | None, lengths: list[int], sampler: np.ndarray) -> None:
+        """Lay out one generation batch as ``tokens`` / ``samples`` rows and (re)write this rank's part of step
+        ``step``; ``sampler`` [sum(lengths)] is the sampler's log-prob per token (NaN = none)."""
         tok, b, g = self._tokenizer, len(completion_ids), self.num_generations
         if self._lens_pending is None or self._lens_pending[0] != step:
             self._lens_pending = (step, [])
         batches = self._lens_pending[1]
-        first = len(batches) * b * self.accelerator.num_processes + self.accelerator.process_index * b
-        jobs = [((first + i) // g, (first + i) % g) for i in range(b)]
+        jobs = rank_jobs(len(batches), b, self.accelerator.num_processes, self.accelerator.process_index, g)
         stop = {*self.eos_token_ids, tok.pad_token_id}
         responses = [Response(list(c), truncated=bool(len(c)) and c[-1] not in stop) for c in completion_ids]
         prompts = {p: tok.decode(prompt_ids[i], skip_special_tokens=False) for i, (p, _) in enumerate(jobs)}
@@ -263,10 +290,36 @@ class LensGRPOTrainer(GRPOTrainer):
             valid = torch.arange(shaped.shape[1], device=shaped.device)[None, :] < torch.tensor(
                 lengths, device=shaped.device)[:, None]
             tokens["shaped_advantage"] = shaped[valid].float().cpu().numpy()
+        tokens["sampler_logprob"] = sampler
         samples.update(grade_columns(self._lens_verdicts(texts, b), [""] * b))
         batches.append((tokens, samples))
-        writer = self._lens_open(conversational=not isinstance(completions[0], str))
-        writer.write_step(step, tokens=_concat([t for t, _ in batches]), samples=_concat([s for _, s in batches]))
+        self._lens_open(conversational=not isinstance(completions[0], str))
+        self._lens_put(step, _with_nulls(_concat([t for t, _ in batches])), _concat([s for _, s in batches]))
+
+    def _lens_put(self, step: int, tokens: dict, samples: dict) -> None:
+        """This rank writes its part files of step ``step``; once every rank has (a barrier), rank 0 lists the
+        step in the manifest with one part per process."""
+        acc = self.accelerator
+        write_parts(self.lens_root, step, acc.process_index, tokens=tokens, samples=samples)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self._lens_writer.complete_step(step, ("tokens", "samples"), parts=acc.num_processes)
+
+    def _lens_add_mismatch(self, step: int, logprob: np.ndarray, sampler: np.ndarray) -> None:
+        """Add this batch's Σ|logprob − sampler_logprob| and token count, over every process, to step ``step``'s
+        ``sampler_logprob_mismatch`` (their mean) in the steps row; nothing when no sampler reported log-probs.
+        The gather runs on every rank whenever a sampler may report them (vLLM or a rollout_func), so that all
+        ranks take part in it."""
+        if not (self.use_vllm or self.rollout_func is not None):
+            return
+        got = ~np.isnan(sampler)
+        local = torch.tensor([float(np.abs(logprob[got].astype(np.float64) - sampler[got]).sum()), float(got.sum())],
+                             dtype=torch.float64, device=self.accelerator.device)
+        total, count = self.accelerator.gather(local[None, :]).sum(dim=0).tolist()
+        sums = self._lens_mismatch.setdefault(step, [0.0, 0.0])  # a step's generation batches together
+        sums[0], sums[1] = sums[0] + total, sums[1] + count
+        if sums[1] > 0 and self.accelerator.is_main_process:
+            self._lens_steps.setdefault(step, {"step": step})["sampler_logprob_mismatch"] = sums[0] / sums[1]
 
     def _lens_verdicts(self, texts: list[str], b: int) -> list[Verdict]:
         """Reward = TRL's weighted, NaN-skipping sum of this process's rows; correct = reward > 0."""
@@ -294,13 +347,23 @@ class LensGRPOTrainer(GRPOTrainer):
             "sampling": SamplingRecord(temperature, top_p, a.max_completion_length, conversational).to_settings(),
         }
 
-    def _lens_open(self, conversational: bool) -> StoreWriter:
-        if self._lens_writer is None:
+    def _lens_open(self, conversational: bool) -> None:
+        """Rank 0 opens the store (lock, manifest, settings check, vocab); then, after a barrier, the other ranks
+        check they see it, so that no rank writes a part file into a store rank 0 did not open."""
+        if self._lens_opened:
+            return
+        acc = self.accelerator
+        if acc.is_main_process:
             writer = StoreWriter(self.lens_root, kind="train", settings=self._lens_settings(conversational))
             self._lens_writer = writer.__enter__()
             if not (writer.root / "vocab.parquet").exists():
-                writer.write_table("vocab", vocab_table(self._tokenizer, self.accelerator.unwrap_model(self.model)))
-        return self._lens_writer
+                writer.write_table("vocab", vocab_table(self._tokenizer, acc.unwrap_model(self.model)))
+        acc.wait_for_everyone()
+        if not (self.lens_root / MANIFEST).is_file():
+            raise UserError(f"LensGRPOTrainer: rank {acc.process_index} does not see the store {self.lens_root} "
+                            f"that rank 0 opened (no {MANIFEST}); lens_store must be a folder every process sees "
+                            "(on several nodes, a shared filesystem)")
+        self._lens_opened = True
 
     def _lens_log(self, logs: dict[str, Any]) -> None:
         """Fold one TRL log into the row of the latest rollout step and rewrite ``steps.parquet``."""
@@ -326,6 +389,60 @@ class LensGRPOTrainer(GRPOTrainer):
         if self._lens_writer is not None:
             self._lens_writer.close()
             self._lens_writer = None
+        self._lens_opened = False
+
+
+def rank_jobs(batch: int, b: int, num_processes: int, rank: int, g: int) -> list[tuple[int, int]]:
+    """(prompt_id, sample_id) of the ``b`` rows process ``rank`` holds of generation batch ``batch`` of a step.
+
+    TRL splits each generation batch of ``num_processes × b`` rows over the processes in order (rank r holds
+    global rows ``r·b … (r+1)·b − 1``) and groups it by ``index // g``; batch k of a step follows the k before it.
+    So global row ``j = k·N·b + r·b + i`` is sample ``j % g`` of prompt ``j // g``: ids are global, every rank's
+    rows are distinct from every other's, and a group split over two ranks keeps one prompt id."""
+    first = batch * b * num_processes + rank * b
+    return [((first + i) // g, (first + i) % g) for i in range(b)]
+
+
+def sharding_refusal(fsdp: bool, zero_stage: int | None, captures: bool) -> str | None:
+    """The one-line refusal when the capture forward would run on sharded weights (FSDP, DeepSpeed ZeRO-3),
+    else None.  ``captures``: whether the run does the capture forward at all (a store, or a shaper reading the
+    statistics); ``zero_stage``: DeepSpeed's ZeRO stage (None without DeepSpeed)."""
+    if not captures or not (fsdp or zero_stage == 3):
+        return None
+    what = "FSDP" if fsdp else "DeepSpeed ZeRO-3"
+    return (f"LensGRPOTrainer: the capture forward (lens_store, or a shaper that reads log-PPL or entropy) does not "
+            f"support {what}: it reads the full lm_head weight, which {what} shards; use DDP or DeepSpeed ZeRO-1/2, "
+            "or drop lens_store and use a statistics-free shaper")
+
+
+def sampler_logprobs(logprobs: Sequence[Sequence[float | None]] | None, lengths: Sequence[int],
+                     tool_mask: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """The sampler's log-prob of every completion token, flat: float32 [sum(lengths)], completion after
+    completion, NaN where there is none: no sampler log-probs at all (``logprobs`` None: TRL's own generation),
+    a token vLLM gave no value for (None), or a token the model did not sample (``tool_mask`` 0: a tool's
+    response, which TRL pads with log-prob 0.0).  ``logprobs[i]`` must have ``lengths[i]`` entries."""
+    n = int(sum(lengths))
+    if logprobs is None:
+        return np.full(n, np.nan, np.float32)
+    if len(logprobs) != len(lengths):
+        raise UserError(f"LensGRPOTrainer: the sampler returned log-probs for {len(logprobs)} completions, not "
+                        f"{len(lengths)}; a rollout_func must return one log-prob list per completion")
+    out = []
+    for i, (lp, n_i) in enumerate(zip(logprobs, lengths)):
+        if len(lp) != n_i:
+            raise UserError(f"LensGRPOTrainer: the sampler returned {len(lp)} log-probs for completion {i} of "
+                            f"{n_i} tokens; a rollout_func must return one log-prob per completion token")
+        row = np.array([np.nan if x is None else float(x) for x in lp], np.float32)
+        if tool_mask is not None:
+            row[~np.asarray(tool_mask[i], dtype=bool)] = np.nan
+        out.append(row)
+    return np.concatenate(out + [np.zeros(0, np.float32)]).astype(np.float32)
+
+
+def _with_nulls(tokens: dict) -> dict:
+    """``tokens`` with ``sampler_logprob``'s NaN (no sampler value) as nulls, so the store holds null, not NaN."""
+    a = np.asarray(tokens["sampler_logprob"], np.float32)
+    return {**tokens, "sampler_logprob": pa.array(a, type=pa.float32(), mask=np.isnan(a))}
 
 
 def _concat(parts: list[dict]) -> dict:
