@@ -82,11 +82,11 @@ class _RunFields:
     overlong_factor: float = field(default=1.0, metadata={"help": "DAPO overlong penalty factor φ."})
     temperature: float = field(default=1.0, metadata={"help": "Rollout temperature (entropy is measured at it)."})
     # --- update
-    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (constant after warm-up)."})
+    lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate (constant after warm-up)."})
     warmup_steps: int = field(default=10, metadata={"help": "Linear learning-rate warm-up, in optimizer steps."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
     grad_clip: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
-    minibatches: int = field(default=2, metadata={"help": "Optimizer steps per RL step (PPO mini-batches, one "
+    minibatches: int = field(default=4, metadata={"help": "Optimizer steps per RL step (PPO mini-batches, one "
                                                            "epoch). With 1 the update is on-policy: the ratio is 1 "
                                                            "and clipping never acts; with ≥ 2 later mini-batches are "
                                                            "off-policy and clip-higher acts (as in the paper)."})
