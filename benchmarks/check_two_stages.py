@@ -30,8 +30,8 @@ def verdict(summary: dict, max_ci: int, max_ratio: float) -> tuple[bool, str]:
     ratio = acc.get("ratio")
     fails = ([f"CI spans {hi - lo} > {max_ci} steps"] if hi - lo > max_ci else []) + (
         ["no accuracy slopes"] if ratio is None else
-        [f"accuracy ratio {ratio:.2f} > {max_ratio:.2f}"] if ratio > max_ratio or acc["rising_slope"]["estimate"] <= 0
-        else [])
+        ["held-out accuracy does not rise before the break"] if acc["rising_slope"]["estimate"] <= 0 else
+        [f"accuracy ratio {ratio:.2f} > {max_ratio:.2f}"] if ratio > max_ratio else [])
     return not fails, "; ".join(fails) or "meets the rule"
 
 

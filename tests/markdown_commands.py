@@ -29,7 +29,7 @@ PROGRAMS = ("entropy-lens", ".venv/bin/entropy-lens", "make", "time", "python", 
             "pip", ".venv/bin/pip", "bash")
 SHELL_TAGS = ("bash", "sh", "shell", "console", "zsh")
 #: An inline span naming a benchmark script (``benchmarks/bench_ops.py``, ``bench_analysis.py --rows 1e8``).
-BENCH_SCRIPT = re.compile(r"^(?:benchmarks/)?(?:bench_\w+\.py|gpu_check\.(?:sh|py))(?:\s|$)")
+BENCH_SCRIPT = re.compile(r"^(?:benchmarks/)?(?:bench_\w+\.py|check_\w+\.py|gpu_check\.(?:sh|py))(?:\s|$)")
 _FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)")
 
 

@@ -389,6 +389,9 @@ COMMANDS: dict[str, object] = {
     "bench_collect.py": Script(path="benchmarks/bench_collect.py"),
     "bench_analysis.py --rows 1e8": Script(path="benchmarks/bench_analysis.py"),
     "gpu_check.sh": Script(path="benchmarks/gpu_check.sh"),
+    "bench_decoders.py": Script(path="benchmarks/bench_decoders.py"),
+    "check_two_stages.py": Script(path="benchmarks/check_two_stages.py"),
+    "python benchmarks/check_two_stages.py RUN ...": Script(path="benchmarks/check_two_stages.py"),
     "python -m figures.NAME": Module(names=figure_scripts),
     # ---- data/README.md
     "--dataset": Flags(("collect", "intervene")),

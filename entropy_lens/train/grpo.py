@@ -40,8 +40,8 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
 * one process, one device, no FSDP/vLLM: rollouts use ``capture.sampling.sample_with_stats``, a decode loop
   on a pre-allocated KV cache (not ``generate``: its per-step overhead dominated the tiny model's sampling),
   the same distribution as ``sample_hf`` but its own random stream; for a stock Qwen2 its decoder is the
-  model's layers in plain tensor calls (``capture.decoders``: 1.12 s against 1.46 s for the stock modules on
-  a 368-row round, 1 thread, side by side);
+  model's layers in plain tensor calls (``capture.decoders``; ``benchmarks/bench_decoders.py``, interleaved: a
+  368-row round 1.03 s against 1.26 s through the stock modules at 1 thread, 0.69 s against 0.87 s at 2);
 * batch 32 prompts × 8 samples in four PPO mini-batches, lr 1e-4, 120 steps (paper: 512 × 8, 16
   mini-batches, lr 1e-6): scaled so that the tiny model shows both stages in minutes.  Later mini-batches are
   off-policy, so the ratio moves and clip-higher acts (clip fractions ~0.16% low, ~0.02% high); with one
