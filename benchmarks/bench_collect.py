@@ -1,6 +1,8 @@
-"""Scored tokens per second of ``collect`` on the tiny default model (CPU), beside a naive pipeline.
+"""Scored tokens per second and peak memory of ``collect`` on a tiny model (CPU), beside a naive pipeline.
 
-Both run in this process on the same checkpoint, the same prompts, the same batches and the same seeds:
+Both run on the same checkpoint, the same prompts, the same batches and the same seeds, each in its own
+process (so that "peak memory" is the whole process's ``ru_maxrss`` and the time is the whole process's wall
+time, imports and model loading included):
 
   collect   ``entropy_lens.capture.sweep.collect``: KV-cached sampling (hf backend), then the teacher-forced
             pass (hidden states + lm_head in vocabulary chunks), grading, and the Parquet write — the whole
@@ -10,17 +12,27 @@ Both run in this process on the same checkpoint, the same prompts, the same batc
             ``log_softmax`` ([B, T, V] stacked), up to and including each response's EOS.  No store, no grading.
 
 Because sampling draws the same random numbers in both, the responses are identical; the benchmark checks
-that, and that the two entropies agree, so both did the same work.  The figure of merit is response tokens
-with exact entropy per second of wall time; the ratio is collect / naive.
+that, and that the two entropies agree, so both did the same work.  The figures of merit are response tokens
+with exact entropy per second of wall time (ratio collect / naive) and peak resident memory (ratio too).
 
-    python benchmarks/bench_collect.py                          # 32 prompts × 4 samples × ≤128 tokens
-    python benchmarks/bench_collect.py --prompts 64 --repeats 3
+``--vocab V`` pads the character tokenizer to V tokens (Qwen2.5's is 151,936) and builds the tiny model on it
+(hidden 128, so the vocabulary dominates): a random-initialised model then samples near-uniformly over V and
+never ends early, so every response is ``--max-new-tokens`` long.
+
+    python benchmarks/bench_collect.py                                   # 32 prompts × 4 samples × ≤128 tokens
+    python benchmarks/bench_collect.py --vocab 151936 --prompts 16 --samples 4 --max-new-tokens 96
+
+Measured on the 2-core box (2 threads, one run each), 64 responses × 96 tokens at V = 151,936: collect with its
+default ``hf`` backend 54.5 s and 828 MB against the naive 64.3 s and 14.8 GB (1.18× tokens/s, 0.056×
+memory); with ``--backend static`` 23.8 s and 815 MB against 61.2 s (2.57×, 0.055×).  At the tiny default
+vocabulary (52) the same work is mostly process start-up: 0.95× (hf) and 0.86× (static), 8–9 s each.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -67,69 +79,124 @@ def naive_pipeline(model, tokenizer, prompt_ids, jobs, args) -> tuple[int, list[
     return n_tokens, entropies, token_ids
 
 
+def padded_char_tokenizer(vocab: int):
+    """The character tokenizer of the arith alphabet, padded with rarely used characters to ``vocab`` tokens."""
+    from entropy_lens.models import build_char_tokenizer
+    from entropy_lens.tasks.arith import ALPHABET
+
+    base = len(build_char_tokenizer(ALPHABET))
+    pools = [range(0x4E00, 0xA000), range(0xE000, 0xF900), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE)]
+    extra = [chr(c) for pool in pools for c in pool if chr(c) not in ALPHABET][: max(0, vocab - base)]
+    if len(extra) < vocab - base:
+        raise SystemExit(f"--vocab {vocab}: at most {base + len(extra)} tokens can be built this way")
+    return build_char_tokenizer(ALPHABET + "".join(extra))
+
+
+def child(args) -> None:
+    """Run one pipeline (``args.pipeline``) on the saved checkpoint; write its tokens and entropies, and print
+    one JSON line: scored tokens and peak resident memory of this process."""
+    import json
+    import resource
+
+    import numpy as np
+
+    tmp = Path(args.work)
+    cfg = dict(dataset="arith", max_prompts=args.prompts, samples_per_prompt=args.samples,
+               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, temperature=args.temperature,
+               seed=args.seed, device="cpu", updates=False, backend=args.backend)
+    if args.pipeline == "collect":
+        import entropy_lens
+        from entropy_lens.capture.config import CollectConfig
+        from entropy_lens.capture.sweep import collect
+
+        collect(CollectConfig(str(tmp / "ckpt"), out=str(tmp / "store"), **cfg))
+        tokens = entropy_lens.open(tmp / "store").tokens.collect().sort("prompt_id", "sample_id", "position")
+        ids, entropy = tokens["token_id"].to_numpy(), tokens["entropy"].to_numpy()
+    else:
+        from entropy_lens.capture.sampling import encode_prompt
+        from entropy_lens.capture.tables import step_jobs
+        from entropy_lens.models import load_checkpoint
+        from entropy_lens.tasks import load_eval_set
+
+        model, tokenizer = load_checkpoint(tmp / "ckpt", device="cpu")
+        problems = load_eval_set("arith").problems[: args.prompts]
+        prompt_ids = [encode_prompt(tokenizer, q.prompt) for q in problems]
+        _, h, rows = naive_pipeline(model, tokenizer, prompt_ids, step_jobs(len(problems), args.samples), args)
+        ids, entropy = np.array([t for r in rows for t in r]), np.array(h)
+    np.savez(tmp / f"{args.pipeline}.npz", ids=ids, entropy=entropy)
+    print(json.dumps({"tokens": int(len(ids)), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def run_child(args, pipeline: str, work: Path) -> dict:
+    import json
+    import subprocess
+
+    flags = ["--prompts", args.prompts, "--samples", args.samples, "--max-new-tokens", args.max_new_tokens,
+             "--batch-size", args.batch_size, "--temperature", args.temperature, "--seed", args.seed,
+             "--backend", args.backend]
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, *map(str, flags), "--pipeline", pipeline, "--work", str(work)],
+                         capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"{pipeline} failed:\n{out.stderr[-3000:]}")
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "seconds": seconds}
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--samples", type=int, default=4, help="samples per prompt")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--repeats", type=int, default=1, help="timed runs of each pipeline (median reported)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each pipeline, alternating (median reported)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab", type=int, default=0, help="pad the tokenizer to this many tokens (0: the character "
+                                                        "tokenizer as it is)")
+    p.add_argument("--backend", default="hf", help="collect's sampling backend (hf, its default, or static: the "
+                                                   "trainer's decode loop, its own random stream)")
+    p.add_argument("--pipeline", choices=("collect", "naive"), help=argparse.SUPPRESS)  # a child process
+    p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.pipeline:
+        return child(args)
 
     import numpy as np
     import torch
 
-    import entropy_lens
-    from entropy_lens.capture.config import CollectConfig
-    from entropy_lens.capture.sampling import encode_prompt
-    from entropy_lens.capture.sweep import collect
-    from entropy_lens.capture.tables import step_jobs
-    from entropy_lens.models import build_char_tokenizer, build_tiny_model, load_checkpoint, save_checkpoint
-    from entropy_lens.tasks import load_eval_set
+    from entropy_lens.models import build_char_tokenizer, build_tiny_model, save_checkpoint
     from entropy_lens.tasks.arith import ALPHABET
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_collect_"))
-    tok = build_char_tokenizer(ALPHABET)
+    tok = padded_char_tokenizer(args.vocab) if args.vocab else build_char_tokenizer(ALPHABET)
     model = build_tiny_model(tok, seed=args.seed)
-    n_params = sum(p.numel() for p in model.parameters())
-    ckpt = save_checkpoint(model, tok, tmp / "ckpt")
-    cfg = dict(dataset="arith", max_prompts=args.prompts, samples_per_prompt=args.samples,
-               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, temperature=args.temperature,
-               seed=args.seed, device="cpu", updates=False)
-
-    model, tokenizer = load_checkpoint(ckpt, device="cpu")
-    problems = load_eval_set("arith").problems[: args.prompts]
-    prompt_ids = [encode_prompt(tokenizer, q.prompt) for q in problems]
-    jobs = step_jobs(len(problems), args.samples)
-    naive_pipeline(model, tokenizer, prompt_ids, jobs[: args.batch_size], args)  # warm-up (one batch)
-
-    t_collect, t_naive = [], []
+    n_params = sum(q.numel() for q in model.parameters())
+    save_checkpoint(model, tok, tmp / "ckpt")
+    del model
+    runs = {"collect": [], "naive": []}
     for r in range(args.repeats):
-        out = tmp / f"store{r}"
-        t0 = time.perf_counter()
-        summary = collect(CollectConfig(str(ckpt), out=str(out), **cfg))
-        t_collect.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        n_naive, naive_h, naive_ids = naive_pipeline(model, tokenizer, prompt_ids, jobs, args)
-        t_naive.append(time.perf_counter() - t0)
-    store = entropy_lens.open(tmp / "store0")
-    tokens = store.tokens.collect().sort("prompt_id", "sample_id", "position")
-    same_tokens = tokens["token_id"].to_list() == [t for row in naive_ids for t in row]
-    max_dh = float(np.max(np.abs(tokens["entropy"].to_numpy() - np.array(naive_h)))) if same_tokens else float("nan")
-    tc, tn = statistics.median(t_collect), statistics.median(t_naive)
-    rate_c, rate_n = summary.tokens_scored / tc, n_naive / tn
-    print(f"tiny default model: {n_params:,} parameters, vocab {len(tokenizer)}; CPU, torch threads "
-          f"{torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}")
+        for name in ("collect", "naive") if r % 2 == 0 else ("naive", "collect"):
+            shutil.rmtree(tmp / "store", ignore_errors=True)
+            runs[name].append(run_child(args, name, tmp))
+    got = {k: np.load(tmp / f"{k}.npz") for k in runs}
+    same = np.array_equal(got["collect"]["ids"], got["naive"]["ids"])
+    max_dh = float(np.max(np.abs(got["collect"]["entropy"] - got["naive"]["entropy"]))) if same else float("nan")
+    med = {k: {f: statistics.median(x[f] for x in v) for f in ("seconds", "peak_mb", "tokens")} for k, v in runs.items()}
+    rate = {k: m["tokens"] / m["seconds"] for k, m in med.items()}
+    print(f"tiny model: {n_params:,} parameters, vocab {len(tok):,}; CPU, torch threads {torch.get_num_threads()}; "
+          f"load average {os.getloadavg()[0]:.2f}")
     print(f"{args.prompts} prompts × {args.samples} samples, ≤{args.max_new_tokens} new tokens, batch "
-          f"{args.batch_size}, temperature {args.temperature}; median of {args.repeats} run(s)")
-    print(f"{'pipeline':<9} {'tokens':>8} {'seconds':>8} {'scored tokens/s':>16}")
-    print(f"{'collect':<9} {summary.tokens_scored:>8,} {tc:>8.2f} {rate_c:>16,.0f}   (sample + teacher-forced score "
-          "+ grade + Parquet)")
-    print(f"{'naive':<9} {n_naive:>8,} {tn:>8.2f} {rate_n:>16,.0f}   (generate(output_scores) + log_softmax)")
-    print(f"ratio collect / naive: {rate_c / rate_n:.2f}×")
-    print(f"same responses in both: {same_tokens}; max |H_collect − H_naive| = {max_dh:.2e} nats")
+          f"{args.batch_size}, temperature {args.temperature}; whole processes, median of {args.repeats} run(s)")
+    print(f"{'pipeline':<9} {'tokens':>8} {'seconds':>8} {'scored tokens/s':>16} {'peak MB':>9}")
+    for name, what in (("collect", "sample + teacher-forced score + grade + Parquet"),
+                       ("naive", "generate(output_scores) + log_softmax")):
+        m = med[name]
+        print(f"{name:<9} {m['tokens']:>8,.0f} {m['seconds']:>8.2f} {rate[name]:>16,.0f} {m['peak_mb']:>9,.0f}   ({what})")
+    print(f"ratio collect / naive: {rate['collect'] / rate['naive']:.2f}× tokens/s, "
+          f"{med['collect']['peak_mb'] / med['naive']['peak_mb']:.3f}× peak memory")
+    print(f"same responses in both: {same}; max |H_collect − H_naive| = {max_dh:.2e} nats")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

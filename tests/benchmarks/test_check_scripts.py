@@ -44,3 +44,12 @@ def test_bench_decoders_runs_and_matches_scoring():
     assert "qwen2" in out.stdout and "hf-cache" in out.stdout and "ratio hf-cache / qwen2" in out.stdout
     devs = [float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines() if "teacher-forced" in line]
     assert len(devs) == 2 and max(devs) < 1e-4
+
+
+def test_bench_collect_pads_the_vocabulary_and_both_pipelines_agree():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "bench_collect.py"), "--vocab", "3000", "--prompts", "2",
+                          "--samples", "2", "--max-new-tokens", "6"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "vocab 3,000" in out.stdout and "same responses in both: True" in out.stdout
+    dh = float(out.stdout.rsplit("=", 1)[1].split()[0])
+    assert dh < 1e-4 and "× peak memory" in out.stdout
