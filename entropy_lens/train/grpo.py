@@ -48,7 +48,9 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
   mini-batch the ratio is 1 and the clip never acts.  Measured with ``benchmarks/check_two_stages.py`` (the
   entropy break's 95% CI and the held-out accuracy's plateau/rising slope ratio; the rule asks CI ≤ 20 steps
   and ratio ≤ 1/3), 120 steps, 1 thread, seed s from its own post-SFT checkpoint (seed 0's for the shared
-  rows): lr 1e-4 × 4 mini-batches broke at 20, 28, 18 (CIs 18–22, 16–33, 17–21), ratios 0.32, 0.35, 0.26;
+  rows): lr 1e-4 × 4 mini-batches broke at 20, 28, 18 (CIs 18–22, 16–33, 17–21), ratios 0.32, 0.35, 0.26
+  (with 2 threads, other float rounding: 21, 16, 20, ratios 0.36, 0.33, 0.15; seeds sharing seed 0's warm-up,
+  in ``make figures``: 20, 27, 28, ratios 0.32, 0.34, 0.65);
   lr 2e-4 × 4 at 22, 18 (seeds 0, 1), ratios 0.43, 0.16; lr 2e-4 × 2 (seed 0's warm-up shared by seeds 0–2)
   at 33, 51, 18, ratios 0.43, 0.80, 0.27, and greedy accuracy fell from 0.77 to ~0.5 in the first 20 steps
   (at lr 1e-4 × 4 it stays 0.62–0.70).  Tried and no better (seed 0): SFT slips 0.15 instead of 0.3 (ratio
