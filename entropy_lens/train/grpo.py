@@ -56,7 +56,8 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
   (at lr 1e-4 × 4 it stays 0.62–0.70).  Tried and no better (seed 0): SFT slips 0.15 instead of 0.3 (ratio
   0.64: the post-SFT entropy was the same 0.22 nats, so the slips are not what RL removes first); operands
   ≤ 9 (0.28) and + / − only (0.36, greedy 0.56).  The accuracy half of the rule is met only narrowly: held-out
-  accuracy keeps rising in the plateau at about a third of its rising rate.  Earlier (one mini-batch): lr
+  accuracy keeps rising in the plateau at about a third of its rising rate.  At 240 steps it levels off at
+  0.6–0.68 by ~step 150 (ratios 0.21, 0.23 on seeds 0 and 2), but seed 0's break moves to 47 (CI 35–62).  Earlier (one mini-batch): lr
   4e-4 and 5e-4 broke at 9–13 while greedy accuracy collapsed (0.69 → 0.36); 16 prompts a step were too
   noisy;
 * dynamic sampling sizes its first round by the previous step's share of mixed groups plus 30%
