@@ -74,19 +74,8 @@ def run_validate(cfg: ValidateConfig) -> None:
     from entropy_lens.store import open_store
 
     store = open_store(cfg.store)
-    for path, lacks in store.files_lacking_columns().items():
-        what = "is missing" if not path.is_file() else f"lacks the columns {', '.join(lacks)}"
-        raise UserError(f"{cfg.store}: the listed part file {path} {what}; the store is damaged: re-run the step "
-                        "(or the run) into a new store")
+    parts = store.check_parts()
     counts = {t: getattr(store, t).select(pl.len()).collect().item() for t in ("tokens", "samples", "updates")}
-    multi = {t: store.multi_part_steps(t) for t in ("tokens", "samples", "updates")}
-    for table in multi:  # the ranks of a multi-process writer must have written disjoint rows
-        for step, keys in store.cross_part_duplicates(table).items():
-            first = ", ".join(f"{k}={v}" for k, v in keys.row(0, named=True).items())
-            raise UserError(f"{cfg.store}: step {step} of {table} has {keys.height:,} keys in more than one of its "
-                            f"{multi[table][step]} part files (first: {first}): its ranks wrote overlapping rows; "
-                            "re-run that training into a new store")
-    parts = max((n for m in multi.values() for n in m.values()), default=1)
     print(f"{cfg.store}: {store.manifest['kind']} store, schema v{store.manifest['schema_version']}, "
           f"steps {store.completed_steps}, " + ", ".join(f"{v:,} {k} rows" for k, v in counts.items())
           + (f", up to {parts} part files a step" if parts > 1 else ""))

@@ -398,6 +398,24 @@ class Store:
             .group_by(key).len().filter(pl.col("len") > 1).drop("len").sort(key) for s in steps])
         return {s: df for s, df in zip(steps, frames) if df.height}
 
+    def check_parts(self) -> int:
+        """The part-file checks of ``entropy-lens validate``: a :class:`UserError` naming the first listed part file
+        that is missing or lacks a column it should have (:meth:`files_lacking_columns`), or the first step whose
+        part files share a key (:meth:`cross_part_duplicates`: the ranks of a multi-process writer wrote
+        overlapping rows); else the most part files any step has (1 for a one-process store)."""
+        for path, lacks in self.files_lacking_columns().items():
+            what = "is missing" if not path.is_file() else f"lacks the columns {', '.join(lacks)}"
+            raise UserError(f"{self.root}: the listed part file {path} {what}; the store is damaged: re-run the step "
+                            "(or the run) into a new store")
+        multi = {t: self.multi_part_steps(t) for t in PARTITIONED}
+        for table in multi:
+            for step, keys in self.cross_part_duplicates(table).items():
+                first = ", ".join(f"{k}={v}" for k, v in keys.row(0, named=True).items())
+                raise UserError(f"{self.root}: step {step} of {table} has {keys.height:,} keys in more than one of "
+                                f"its {multi[table][step]} part files (first: {first}): its ranks wrote overlapping "
+                                "rows; re-run that training into a new store")
+        return max((n for m in multi.values() for n in m.values()), default=1)
+
     def files_lacking_columns(self) -> dict[Path, list[str]]:
         """Listed part file → the columns it should have and lacks: every required column, and the nullable ones
         of the store's schema version except :data:`OPTIONAL_COLUMNS` (readers would give those back as nulls;

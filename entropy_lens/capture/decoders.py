@@ -119,6 +119,14 @@ class HfCacheDecoder:
         return out.logits[:, -1]
 
 
+def select_written(cache: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows ``rows`` of a cache tensor [B, KV, L, D] in a new one [len(rows), KV, L, D], copying only the n
+    positions written so far (the rest is never read before it is written)."""
+    new = cache.new_empty((len(rows), *cache.shape[1:]))
+    new[:, :, :n] = cache[:, :, :n].index_select(0, rows)
+    return new
+
+
 class _FilledStaticLayer(StaticLayer):
     """A ``StaticLayer`` (pre-allocated, written in place) whose ``update`` hands attention only the positions
     written so far: attention reads n keys instead of ``max_cache_len``, and needs no mask for the unwritten tail."""
@@ -133,10 +141,7 @@ class _FilledStaticLayer(StaticLayer):
         it is written)."""
         n = int(self.cumulative_length)
         for name in ("keys", "values"):
-            old = getattr(self, name)
-            new = old.new_empty((len(beam_idx), *old.shape[1:]))
-            new[:, :, :n] = old[:, :, :n].index_select(0, beam_idx)
-            setattr(self, name, new)
+            setattr(self, name, select_written(getattr(self, name), beam_idx, n))
 
 
 @DECODERS.register("qwen2")
@@ -160,11 +165,11 @@ class Qwen2Decoder:
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.embed, self.norm, self.head = m.embed_tokens.weight, m.norm.weight, model.lm_head.weight
+        qkv = lambda a, name: torch.cat([getattr(p, name) for p in (a.q_proj, a.k_proj, a.v_proj)])  # noqa: E731
         self.layers = [dict(ln1=l.input_layernorm.weight, ln2=l.post_attention_layernorm.weight,
-                            qkv=torch.cat([l.self_attn.q_proj.weight, l.self_attn.k_proj.weight, l.self_attn.v_proj.weight]),
-                            b_qkv=torch.cat([l.self_attn.q_proj.bias, l.self_attn.k_proj.bias, l.self_attn.v_proj.bias]),
-                            o=l.self_attn.o_proj.weight, gu=torch.cat([l.mlp.gate_proj.weight, l.mlp.up_proj.weight]),
-                            down=l.mlp.down_proj.weight) for l in m.layers]
+                            qkv=qkv(l.self_attn, "weight"), b_qkv=qkv(l.self_attn, "bias"), o=l.self_attn.o_proj.weight,
+                            gu=torch.cat([l.mlp.gate_proj.weight, l.mlp.up_proj.weight]), down=l.mlp.down_proj.weight)
+                       for l in m.layers]
         self.rotary, self.cos, self.sin = m.rotary_emb, None, None
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
@@ -184,7 +189,9 @@ class Qwen2Decoder:
         self.cos, self.sin = cos[0], sin[0]  # [n, D]
 
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+        """The model's RMSNorm: computed in fp32, cast back to ``x``'s dtype, then scaled by ``w``."""
+        x32 = x.float()
+        return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
@@ -225,11 +232,8 @@ class Qwen2Decoder:
         return self._logits(x[:, -1])
 
     def keep(self, rows: torch.Tensor) -> None:
-        for cache in (self.keys, self.values):
-            for i, c in enumerate(cache):
-                new = c.new_empty((len(rows), *c.shape[1:]))
-                new[:, :, : self.n] = c[:, :, : self.n].index_select(0, rows)
-                cache[i] = new
+        self.keys = [select_written(c, rows, self.n) for c in self.keys]
+        self.values = [select_written(c, rows, self.n) for c in self.values]
 
     repeat = keep
 

@@ -145,6 +145,9 @@ def sample_with_stats(model, tokenizer, prompt_ids: Sequence[Sequence[int]], par
     device = next(model.parameters()).device
     n, steps, temp = len(prompt_ids), params.max_new_tokens, params.temperature
     stats = stats and temp > 0
+    if decoder is not None and not DECODERS.get(decoder).fits(model):
+        raise ValueError(f"decoder {decoder!r} does not fit {type(model).__name__} (pick_decoder chooses one that "
+                         "does)")
     decoder = decoder or pick_decoder(model)
     if decoder is None:
         responses = sample_hf(model, tokenizer, prompt_ids, params, seed=seed)

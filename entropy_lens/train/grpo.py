@@ -1,6 +1,6 @@
 """``entropy-lens train``: a minimal GRPO trainer with DAPO's tricks, in one file.
 
-    entropy-lens train --out data/runs/demo                          # tiny default: SFT ~6 min, 120 RL steps ~7 min (1 thread)
+    entropy-lens train --out data/runs/demo    # tiny default: SFT ~3 min (2 threads), 120 RL steps ~6 min (1 thread)
     entropy-lens train --out data/runs/ppl --shaping ppl             # GRPO+PPL (paper-notes §4.1)
     entropy-lens train --out data/runs/pos --shaping position \\
         --from data/runs/demo/checkpoints/step_30 --steps 60         # GRPO+POSITION, branched (paper-notes §4.2)
@@ -57,9 +57,9 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
   0.64: the post-SFT entropy was the same 0.22 nats, so the slips are not what RL removes first); operands
   ≤ 9 (0.28) and + / − only (0.36, greedy 0.56).  The accuracy half of the rule is met only narrowly: held-out
   accuracy keeps rising in the plateau at about a third of its rising rate.  At 240 steps it levels off at
-  0.6–0.68 by ~step 150 (ratios 0.21, 0.23 on seeds 0 and 2), but seed 0's break moves to 47 (CI 35–62).  Earlier (one mini-batch): lr
-  4e-4 and 5e-4 broke at 9–13 while greedy accuracy collapsed (0.69 → 0.36); 16 prompts a step were too
-  noisy;
+  0.6–0.68 by ~step 150 (ratios 0.21, 0.23 on seeds 0 and 2), but seed 0's break moves to 47 (CI 35–62).
+  Earlier (one mini-batch): lr 4e-4 and 5e-4 broke at 9–13 while greedy accuracy collapsed (0.69 → 0.36); 16
+  prompts a step were too noisy;
 * dynamic sampling sizes its first round by the previous step's share of mixed groups plus 30%
   (``first_round_prompts``; at most ``gen_oversample`` 2× the batch, which a run's first step samples): a
   fixed 1.25× needed a second round almost every step (1.88 rounds a step), a fixed 2× sampled twice the
@@ -245,11 +245,11 @@ def first_round_prompts(cfg: TrainConfig, mixed_prev: float | None) -> int:
     """Prompts in dynamic sampling's first round: ``P × min(gen_oversample, gen_margin / m)`` (at least P), where
     m is the share of the previous step's sampled groups that were mixed (None on a run's first step: the cap).
 
-    A first round that finds too few mixed groups costs a refill round, which on the tiny default costs most of a
-    whole round (a decode step is per-call overhead, whatever the rows); every surplus group is sampled and
-    dropped.  Measured on the embedded default (seed 0, 120 steps): a fixed 2× sampled 512 rows for 256 kept;
-    the share of mixed groups moves slowly from step to step, so the previous step's share with a 15% margin
-    keeps a second round rare (see the run's ``gen_rounds``) at about two thirds of the rows."""
+    A first round that finds too few mixed groups costs a refill round, which on the tiny default costs about
+    what the surplus rows would have (a decode step is mostly per-call overhead); every surplus group is sampled
+    and dropped.  The share of mixed groups drifts slowly (0.8 → ~0.6 over the embedded default's 120 steps), so
+    the previous step's share predicts the next: with a 15% margin 15–28% of steps needed a refill, with 30%
+    the ``make figures`` baselines sampled 56–57 prompts a step (of the cap's 64) in 1.00–1.01 rounds."""
     cap = cfg.prompts_per_step * cfg.gen_oversample
     want = cap if mixed_prev is None else min(cap, cfg.prompts_per_step * cfg.gen_margin / max(mixed_prev, 1e-3))
     return max(cfg.prompts_per_step, math.ceil(want - 1e-9))
@@ -308,7 +308,8 @@ def rl_step(model, tokenizer, opt, sched, step: int, cfg: TrainConfig, window, h
         lengths, cfg.max_new_tokens, cfg.overlong_buffer, cfg.overlong_factor)
     group_ids = torch.tensor([p for p, _ in jobs])
     mixed = core.mixed_groups(correct, group_ids)
-    kept_prompts = set(sorted({p for (p, _), m in zip(jobs, mixed.tolist()) if m})[: cfg.prompts_per_step])
+    mixed_prompts = {p for (p, _), m in zip(jobs, mixed.tolist()) if m}
+    kept_prompts = set(sorted(mixed_prompts)[: cfg.prompts_per_step])
     idx = [i for i, (p, _) in enumerate(jobs) if p in kept_prompts]
 
     # The training batch as [B, T] tensors aligned with the next-token targets.
@@ -319,7 +320,7 @@ def rl_step(model, tokenizer, opt, sched, step: int, cfg: TrainConfig, window, h
     b_len = [len(r) for r in b_resp]
     row = {"step": step, "reward_mean": float(rewards.mean()), "accuracy": float(correct.float().mean()),
            "gen_rounds": rounds, "kept_groups": len(kept_prompts), "prompts_sampled": len(problems),
-           "mixed_fraction": len({p for (p, _), m in zip(jobs, mixed.tolist()) if m}) / len(problems),
+           "mixed_fraction": len(mixed_prompts) / len(problems),
            "seconds_sample": t1 - t0, "seconds_score": t2 - t1}
     token_adv = np.full(len(stats.logprob), np.nan, np.float32)
     token_shaped = token_adv.copy()
@@ -578,8 +579,8 @@ def train(cfg: TrainConfig) -> TrainSummary:
 STEP_COLUMNS = ["reward_mean", "accuracy", "eval_accuracy", "eval_greedy_accuracy", "eval_format_ok", "eval_entropy", "entropy",
                 "entropy_pos", "entropy_neg", "entropy_pos_sample", "entropy_neg_sample", "response_length",
                 "clip_frac_low", "clip_frac_high", "cov_logp_adv", "loss", "grad_norm", "lr", "gen_rounds",
-                "kept_groups", "prompts_sampled", "mixed_fraction", "seconds_sample", "seconds_score", "seconds_update", "seconds_score_after", "seconds_eval",
-                "seconds_write"]
+                "kept_groups", "prompts_sampled", "mixed_fraction", "seconds_sample", "seconds_score", "seconds_update",
+                "seconds_score_after", "seconds_eval", "seconds_write"]
 
 
 def steps_frame(rows: list[dict]) -> pl.DataFrame:

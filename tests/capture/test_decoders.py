@@ -90,3 +90,7 @@ def test_pick_decoder(qwen2):
     eager.set_attn_implementation("eager")  # an additive-mask attention: neither decoder's boolean mask applies
     assert pick_decoder(eager) is None
     assert sorted(DECODERS.names()) == ["hf-cache", "qwen2"]
+    from entropy_lens.capture.sampling import SamplingParams, sample_with_stats
+
+    with pytest.raises(ValueError, match="does not fit"):  # a named decoder is checked, not trusted
+        sample_with_stats(eager, qwen2[1], [[5, 6, 7]], SamplingParams(3, 1.0, 1.0), seed=0, decoder="hf-cache")
