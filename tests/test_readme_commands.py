@@ -293,7 +293,7 @@ COMMANDS: dict[str, object] = {
     # ---- collect
     "entropy-lens collect CHECKPOINTS --dataset EVAL --out STORE [--samples-per-prompt 8] [--max-new-tokens 128] "
     "[--temperature 1.0] [--top-p 1.0] [--seed 0] [--batch-size 64] [--device auto|cpu|cuda] "
-    "[--steps START:STOP:STEP] [--backend hf]": Cli(run=False, why="a synopsis; the examples below run"),
+    "[--steps START:STOP:STEP] [--backend static|hf|vllm|ray]": Cli(run=False, why="a synopsis; the examples below run"),
     "entropy-lens train": Cli(run=False, mention=True, why="a name in prose; train runs below"),
     "--prompt-field": Flags(("collect", "score")),
     "--answer-field": Flags(("collect", "score")),

@@ -6,7 +6,9 @@ defined here too):
 * :data:`SAMPLERS` — how responses are sampled.  An entry is a class built from :class:`EngineOptions`; the
   instance is a :class:`Sampler`: ``sampler(model, tokenizer, prompt_ids, params, *, batch_seeds,
   batch_size) -> list[Response]``, one response per prompt, where prompt ``i`` belongs to batch
-  ``i // batch_size`` and draws its randomness from ``batch_seeds[i // batch_size]`` alone.  ``hf``
+  ``i // batch_size`` and draws its randomness from ``batch_seeds[i // batch_size]`` alone.  A sampler that
+  records the token statistics while sampling also offers ``sample_scored`` (same arguments) returning
+  ``(responses, scores)``; ``collect`` then skips its teacher-forced pass (``static`` does).  ``hf``
   (transformers ``generate``, batch by batch), ``static`` (the trainer's pre-allocated-cache decode loop, batch
   by batch: the same distribution, its own random stream) and ``vllm`` (one vLLM engine per call, every
   request at once).
@@ -14,7 +16,7 @@ defined here too):
   CollectSummary``.  ``local`` (this process, checkpoint by checkpoint) and ``ray`` (a Ray Data pipeline).
 
 ``--backend`` names one of :data:`BACKENDS`, a (executor, sampler) pair: ``hf`` = local + hf, ``static`` =
-local + static, ``vllm`` = local + vllm, ``ray`` = ray + hf.  Every entry is a lazy ``"module:attr"`` string (or plain data), so this
+local + static, ``vllm`` = local + vllm, ``ray`` = ray + static.  Every entry is a lazy ``"module:attr"`` string (or plain data), so this
 module imports no torch and listing the names imports none of the backends.
 """
 
@@ -75,7 +77,7 @@ class Backend:
 BACKENDS: Registry[Backend] = Registry("sampling backend")
 BACKENDS.register("hf")(Backend("local", "hf"))
 BACKENDS.register("vllm")(Backend("local", "vllm"))
-BACKENDS.register("ray")(Backend("ray", "hf"))
+BACKENDS.register("ray")(Backend("ray", "static"))
 BACKENDS.register("static")(Backend("local", "static"))
 
 

@@ -65,7 +65,10 @@ class _CollectFields:
                                                          "temperature-scaled distribution)."})
     steps: str | None = field(default=None, metadata={"help": "Only checkpoints in START:STOP:STEP (STOP "
                                                               "inclusive), e.g. 0:200:20."})
-    backend: str = field(default="hf", metadata={"help": "Sampling backend (hf; vllm and ray as extras)."})
+    backend: str = field(default="static", metadata={
+        "help": "Sampling backend: static (a decode loop on a pre-allocated KV cache; models it does not fit "
+                "sample through generate), hf (transformers generate), vllm and ray (extras). `entropy-lens ls` "
+                "lists them."})
     max_prompts: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
     chat_template: bool = field(default=True, metadata={"help": "Apply the tokenizer's chat template when it "
                                                                  "has one (--no-chat-template to turn off)."})
@@ -162,7 +165,8 @@ class _InterveneFields:
     ppl_threshold: float = field(default=0.5, metadata={"help": "|w_ppl| beyond which a response is low/high "
                                                                 "PPL (group-z bucketing)."})
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the CIs."})
-    backend: str = field(default="hf", metadata={"help": "Sampling backend for the regenerations."})
+    backend: str = field(default="static", metadata={"help": "Sampling backend for the regenerations (static "
+                                                                 "or hf; see collect --help)."})
 
 
 @dataclass

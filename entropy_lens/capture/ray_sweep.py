@@ -14,7 +14,7 @@ Pipeline::
 * A shard is one batch of the local executor: jobs ``[b·B, (b+1)·B)`` of the step, with ``B =
   --batch-size``, sampled with ``batch_seed(seed, step, b)`` and scored in that same batch, by the same
   functions (:func:`~entropy_lens.capture.sweep.step_tables`,
-  :func:`~entropy_lens.capture.tables.updates_table`).  So the rows equal the hf backend's, whichever actor
+  :func:`~entropy_lens.capture.tables.updates_table`).  So the rows equal the local executor's with the same sampler (``static``), whichever actor
   ran which shard, in whatever order.
 * ``updates`` (step k's responses teacher-forced under checkpoint k+1) are scored by the same actor right
   after sampling, which is why an actor keeps the next checkpoint loaded too; shards run in (step, batch)
@@ -28,7 +28,7 @@ Pipeline::
 On a cluster, every node must see the checkpoints, the dataset and the store folder at the same paths (a
 shared filesystem).  Ray is imported only when this backend runs (``pip install 'entropy-lens[ray]'``); when
 no Ray instance is running, a local one is started for the sweep and shut down after it.  Sampling inside
-the actors is the hf backend; vLLM engines inside Ray (``ray.data.llm``) are not wired in.
+the actors is the static sampler (the ``static`` backend's); vLLM engines inside Ray (``ray.data.llm``) are not wired in.
 """
 
 from __future__ import annotations

@@ -239,8 +239,19 @@ def _top_p_filter(z: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 class StaticSampler(HfSampler):
-    """Sampler ``static`` (``collect --backend static``): :func:`sample_with_stats` on each batch of
-    ``batch_size`` prompts, with that batch's seed; the responses only (collect scores them itself)."""
+    """Sampler ``static`` (``collect --backend static``, its default): :func:`sample_with_stats` on each batch
+    of ``batch_size`` prompts, with that batch's seed.  Called, it returns the responses only; through
+    :meth:`sample_scored` also their statistics, recorded while sampling, which ``collect`` then stores
+    instead of running its teacher-forced pass (the same numbers to float rounding, tested)."""
 
     def sample_batch(self, model, tokenizer, prompt_ids, params: SamplingParams, seed: int) -> list[Response]:
         return sample_with_stats(model, tokenizer, prompt_ids, params, seed=seed, stats=False)[0]
+
+    def sample_scored(self, model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
+                      batch_seeds: Sequence[int], batch_size: int):
+        """``(responses, scores)`` for a sampling temperature > 0 (greedy decoding records no scores)."""
+        from entropy_lens.capture.scoring import Scores
+
+        parts = [sample_with_stats(model, tokenizer, prompt_ids[lo:lo + batch_size], params, seed=batch_seeds[b])
+                 for b, lo in enumerate(range(0, len(prompt_ids), batch_size))]
+        return [r for responses, _ in parts for r in responses], Scores.concat([s for _, s in parts])

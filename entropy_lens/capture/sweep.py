@@ -5,8 +5,10 @@ For each checkpoint, in step order:
 1. if the previous checkpoint's samples have no ``updates`` yet, teacher-force them under this checkpoint
    (``logprob_next`` and ``entropy_next`` per token, from one pass: Δlog-prob and realized ΔH, paper-notes §1.7);
 2. unless this step is already in the store, sample ``samples_per_prompt`` responses per eval problem, score
-   every response token teacher-forced (exact entropy, log-prob, Σp², Σp² log p, varentropy), grade the
-   answers, and write the step's ``tokens`` and ``samples`` partitions.
+   every response token (exact entropy, log-prob, Σp², Σp² log p, varentropy: recorded while sampling by the
+   default ``static`` sampler, from the logits each token was drawn from; teacher-forced after sampling
+   otherwise — the same numbers to float rounding), grade the answers, and write the step's ``tokens`` and
+   ``samples`` partitions.
 
 Every partition is written atomically and listed in the manifest only when complete, and every batch draws
 its randomness from ``(seed, step, batch index)`` alone, so a killed sweep re-run gives exactly the rows of
@@ -155,15 +157,23 @@ def step_tables(step: int, model, tokenizer, prompt_ids, eval_set: EvalSet, samp
         first = batches.start
         jobs = jobs[batches.start * cfg.batch_size: batches.stop * cfg.batch_size]
     seeds = [batch_seed(cfg.seed, step, first + i) for i in range(-(-len(jobs) // cfg.batch_size))]
-    responses = sampler(model, tokenizer, [prompt_ids[p] for p, _ in jobs], params, batch_seeds=seeds,
-                        batch_size=cfg.batch_size)
-    stats = score(model, [prompt_ids[p] for p, _ in jobs], [r.token_ids for r in responses],
-                  temperature=cfg.temperature, batch_size=cfg.batch_size)
+    responses, stats = sample_scored(sampler, model, tokenizer, [prompt_ids[p] for p, _ in jobs], params, seeds, cfg)
     texts = decode_texts(tokenizer, responses)
     tokens, samples = layout_tables(step, jobs, responses, stats, [p.prompt for p in eval_set.problems], texts,
                                     source="collect")
     samples.update(verifier_columns(eval_set.verify, eval_set.problems, jobs, texts))
     return tokens, samples
+
+
+def sample_scored(sampler: Sampler, model, tokenizer, prompts, params: SamplingParams, seeds, cfg: CollectConfig):
+    """``(responses, scores)`` of one step's batches: the scores the sampler recorded while sampling when it
+    offers them (``sample_scored``: the static sampler, T > 0; the numbers of the teacher-forced pass to float
+    rounding), else the teacher-forced pass (:func:`~entropy_lens.capture.scoring.score`)."""
+    if params.temperature > 0 and hasattr(sampler, "sample_scored"):
+        return sampler.sample_scored(model, tokenizer, prompts, params, batch_seeds=seeds, batch_size=cfg.batch_size)
+    responses = sampler(model, tokenizer, prompts, params, batch_seeds=seeds, batch_size=cfg.batch_size)
+    return responses, score(model, prompts, [r.token_ids for r in responses], temperature=cfg.temperature,
+                            batch_size=cfg.batch_size)
 
 
 def sample_and_score_step(store: StoreWriter, step: int, model, tokenizer, prompt_ids, eval_set: EvalSet,

@@ -43,7 +43,7 @@ def test_shared_fields_are_defined_once():
 
 def test_backend_names_map_to_an_executor_and_a_sampler():
     assert {n: (BACKENDS.get(n).executor, BACKENDS.get(n).sampler) for n in BACKENDS} == \
-        {"hf": ("local", "hf"), "vllm": ("local", "vllm"), "ray": ("ray", "hf"), "static": ("local", "static")}
+        {"hf": ("local", "hf"), "vllm": ("local", "vllm"), "ray": ("ray", "static"), "static": ("local", "static")}
     for n in BACKENDS:
         assert BACKENDS.get(n).executor in EXECUTORS and BACKENDS.get(n).sampler in SAMPLERS
     assert batch_sampler_name("vllm") == "vllm"

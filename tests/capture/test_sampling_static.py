@@ -127,12 +127,12 @@ def test_first_token_frequencies_follow_the_reference_distribution(tiny, tempera
     assert chi2_pvalue(counts["static"], pooled) > 1e-3
 
 
-def test_static_backend_is_registered_and_hf_stays_the_default(tiny):
+def test_static_backend_is_registered_and_is_collects_default(tiny):
     from entropy_lens.capture.config import CollectConfig
 
     assert BACKENDS.get("static") == Backend("local", "static") and BACKENDS.get("hf") == Backend("local", "hf")
     assert SAMPLERS.get("static") is sampling.StaticSampler
-    assert CollectConfig.__dataclass_fields__["backend"].default == "hf"
+    assert CollectConfig.__dataclass_fields__["backend"].default == "static"
     model, tok = tiny
     prompts = prompts_of(tok, 3, group=2)
     params = SamplingParams(12, 1.0, 1.0)

@@ -87,10 +87,11 @@ def test_collect_every_layout_matches_plain_torch(tmp_path, tiny_tokenizer, layo
         assert t["rel_position"].to_numpy() == pytest.approx(np.arange(row["length"]) / row["length"])
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_updates_are_logprobs_under_the_next_checkpoint(tmp_path, tiny_run, temperature):
+@pytest.mark.parametrize("temperature, backend", [(1.0, "static"), (0.7, "static"), (0.7, "hf")])
+def test_updates_are_logprobs_under_the_next_checkpoint(tmp_path, tiny_run, temperature, backend):
+    """static records the statistics while sampling; hf samples, then runs the teacher-forced pass."""
     out = tmp_path / "store"
-    assert collect(tiny_run, out, "--temperature", str(temperature)) == 0
+    assert collect(tiny_run, out, "--temperature", str(temperature), "--backend", backend) == 0
     store = entropy_lens.open(out)
     assert store.manifest["completed"]["updates"] == [0, 10]  # the last step has no next checkpoint
     joined = store.tokens.join(store.updates, on=["step", "prompt_id", "sample_id", "position"]).collect()
