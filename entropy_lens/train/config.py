@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from entropy_lens.registry import Registry
+from entropy_lens.tasks.arith import Noise
 
 #: Advantage shapers by name.  :mod:`entropy_lens.train.shaping` implements them (torch); they are listed here,
 #: lazily, so that the CLI and ``entropy-lens ls`` name them without importing torch.
@@ -61,7 +62,14 @@ class _RunFields:
     sft_steps: int = field(default=1200, metadata={"help": "SFT warm-up steps on noisy targets (arith.sft_target)."})
     sft_batch_size: int = field(default=32, metadata={"help": "Sequences per SFT step."})
     sft_lr: float = field(default=3e-3, metadata={"help": "Peak SFT learning rate (linear warm-up, linear decay)."})
-    sft_slip: float = field(default=0.3, metadata={"help": "Per-line chance of an off-by-one slip in SFT targets."})
+    sft_slip: float = field(default=Noise.slip, metadata={"help": "Per-line chance of an off-by-one slip in SFT "
+                                                                   "targets."})
+    sft_no_marker: float = field(default=Noise.no_marker, metadata={"help": "Chance an SFT target lacks the "
+                                                                             "final-answer marker (a format "
+                                                                             "violation)."})
+    sft_double_answer: float = field(default=Noise.double_answer, metadata={"help": "Chance an SFT target gives a "
+                                                                                     "second, different final "
+                                                                                     "answer (a format violation)."})
     # --- rollouts
     prompts_per_step: int = field(default=32, metadata={"help": "Prompt groups per training batch (kept after "
                                                                  "dynamic sampling)."})
