@@ -295,6 +295,8 @@ COMMANDS: dict[str, object] = {
     "[--temperature 1.0] [--top-p 1.0] [--seed 0] [--batch-size 64] [--device auto|cpu|cuda] "
     "[--steps START:STOP:STEP] [--backend static|hf|vllm|ray]": Cli(run=False, why="a synopsis; the examples below run"),
     "entropy-lens train": Cli(run=False, mention=True, why="a name in prose; train runs below"),
+    "entropy-lens train --seed S --threads 1": Cli(run=False, mention=True, why="a pattern in prose (S a seed); "
+                                                   "train runs below"),
     "--prompt-field": Flags(("collect", "score")),
     "--answer-field": Flags(("collect", "score")),
     "--no-chat-template": Flags(("collect",)),

@@ -49,9 +49,14 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
   mini-batch the ratio is 1 and the clip never acts.  The two stages (``benchmarks/check_two_stages.py``: the
   rule asks the entropy break's 95% CI to span ≤ 20 steps and the held-out accuracy's plateau slope to be
   ≤ 1/3 of its rising slope), 120 steps, each seed from its own warm-up: with 1 thread seeds 0, 1, 2 broke at
-  17, 23, 18 (CIs 16–20, 21–25, 16–20), accuracy slope ratios 0.09, 0.13, 0.08.  In the rising stage
-  the format defects go (``eval_format_ok`` 0.66–0.74 → 0.96–0.99 by step 20) while accuracy rises fast;
-  in the plateau it grows at about a tenth of that rate;
+  17, 23, 18 (CIs 16–20, 21–25, 16–20), accuracy slope ratios 0.09, 0.13, 0.08; with 2 threads (other float
+  rounding, so other runs) at 50, 25, 17 (CIs 41–60, 23–28, 12–21), ratios 0.54, 0.17, 0.09.  Seed 0's
+  two-thread warm-up (greedy 0.80, T = 1 0.27, against 0.88 and 0.35 from its one-thread warm-up) gives an
+  entropy that pauses near steps 21–37 and accuracy that keeps climbing: it fails the rule.  ``make figures``,
+  whose three seeds share that warm-up and train on one thread each: 18, 40, 22 (CIs 12–61, 35–45, 18–26),
+  ratios 0.23, 0.35, 0.10.  In the rising stage the format defects go (``eval_format_ok`` 0.66–0.76 →
+  0.96–0.99 by step 20) while accuracy rises fast; in the plateau, on the runs that pass, it grows at 0.08–0.17
+  of that rate;
 * why that SFT noise (slips 0.1, formats 0.2 / 0.15).  With the earlier 0.3 slips and 5% / 3% format noise
   (8% unformatted), held-out accuracy rose almost linearly 0.27 → 0.6 over 120 steps and the ratio sat at the
   threshold (1 thread: 0.32, 0.35, 0.26; 2 threads: 0.36, 0.33, 0.15; seeds sharing seed 0's warm-up: 0.32,
