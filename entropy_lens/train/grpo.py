@@ -511,6 +511,10 @@ def train(cfg: TrainConfig) -> TrainSummary:
     SHAPERS.get(cfg.shaping)  # fail fast on an unknown name
     if cfg.steps < 0 or cfg.prompts_per_step < 1 or cfg.group_size < 2 or cfg.minibatches < 1:
         raise UserError("--steps must be ≥ 0, --prompts-per-step and --minibatches ≥ 1, --group-size ≥ 2")
+    for flag, p in (("--sft-slip", cfg.sft_slip), ("--sft-no-marker", cfg.sft_no_marker),
+                    ("--sft-double-answer", cfg.sft_double_answer)):
+        if not 0.0 <= p <= 1.0:
+            raise UserError(f"{flag} {p}: a chance, expected between 0 and 1")
     device = resolve_device(cfg.device)
     torch.set_num_threads(resolve_threads(cfg.threads))
     run = Path(cfg.out)

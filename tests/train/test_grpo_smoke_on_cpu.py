@@ -203,3 +203,12 @@ def test_steps_record_what_dynamic_sampling_sampled(tmp_path):
     assert sampled[1:] == [grpo.first_round_prompts(cfg, m) for m in mixed[:-1]]
     assert all(0 <= m <= 1 for m in mixed) and steps["kept_groups"].to_list() == [
         min(3, round(m * n)) for m, n in zip(mixed, sampled)]
+
+
+@pytest.mark.parametrize("field, flag", [("sft_slip", "--sft-slip"), ("sft_no_marker", "--sft-no-marker"),
+                                         ("sft_double_answer", "--sft-double-answer")])
+def test_sft_noise_outside_0_1_is_refused_before_anything_is_written(tmp_path, field, flag):
+    out = tmp_path / "run"
+    with pytest.raises(grpo.UserError, match=f"{flag} 1.5: a chance"):
+        grpo.train(TrainConfig(out=str(out), steps=1, **{field: 1.5}))
+    assert not out.exists()
