@@ -21,7 +21,8 @@ finished work: the trainer resumes from its latest checkpoint, collect skips fin
 4. ``bench``: `collect RUN/<run> --dataset D` on the checkpoints Table 1 scores (the baseline's step 0 and
    the final checkpoint of every run) for each of its benchmarks (`arith`, `arith-long`, `arith-wide`),
    skipping what a store already holds (figures/table1.py).
-5. Every figure script in figures/ (Table 1 included), then figures/FINDINGS.md with each verdict per seed.
+5. Every figure script in figures/ (Table 1 included; figures/draw_all.py) and, side by side with it,
+   figures/FINDINGS.md with each verdict per seed (figures/findings.py).
 
 The run ends with a table of every stage's start and duration.  ``--scale`` shrinks step counts for a
 quick look (the miniature end-to-end test uses it); 1.0 is the documented run.
@@ -40,12 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from figures.draw_all import FIGURE_SCRIPTS  # noqa: F401  (the scripts make figures runs)
 from figures.figlib import seed_runs
 
 HERE = Path(__file__).resolve().parent
 
-FIGURE_SCRIPTS = ("fig1_stages", "fig2_rising", "fig3_plateau", "fig4_instance", "fig5_position",
-                  "fig6_attribution", "fig_methods", "fig_response", "table1")
 
 
 def cli(*args: str) -> list[str]:
@@ -189,11 +189,13 @@ def collect_stages(run_dir: Path, n_seeds: int, methods: list[str]) -> list[Stag
     return stages
 
 
-def draw_figures(run_dir: Path, out: Path, findings: Path) -> None:
-    """Stage 5: every figure script (Table 1 included) into ``out``, then FINDINGS.md at ``findings``."""
-    for name in FIGURE_SCRIPTS:
-        importlib.import_module(f"figures.{name}").main(run_dir, out)
-    importlib.import_module("figures.findings").write_findings(run_dir, findings)
+def drawing_stages(run_dir: Path, out: Path, findings: Path, after: list[str]) -> list[Stage]:
+    """Stage 5, once every stage in ``after`` is done: every figure script (Table 1 included) into ``out``
+    (figures/draw_all.py) and FINDINGS.md at ``findings``, side by side."""
+    return [Stage("figures", lambda: [sys.executable, "-m", "figures.draw_all", "--run", str(run_dir), "--out", str(out)],
+                  tuple(after)),
+            Stage("findings", lambda: [sys.executable, "-m", "figures.findings", "--run", str(run_dir), "--out",
+                                       str(findings)], tuple(after))]
 
 
 def print_timings(timings: list[Timing], total: float) -> None:
@@ -227,10 +229,8 @@ def main() -> int:
              "--save-every", str(scaled(defaults.save_every)), "--eval-every", str(scaled(defaults.eval_every))]
     methods = ["ppl", "ppl-high", "position", "position-begin"]
     stages = training_stages(run_dir, args.seeds, sched) + collect_stages(run_dir, args.seeds, methods)
+    stages += drawing_stages(run_dir, out, Path(args.findings), [s.name for s in stages])
     timings = run_stages(stages, logs, args.jobs, t0)
-    start = time.perf_counter()
-    draw_figures(run_dir, out, Path(args.findings))
-    timings.append(Timing("figures + FINDINGS.md", start - t0, time.perf_counter() - start))
     print_timings(timings, time.perf_counter() - t0)
     print(f"[make_all] figures in {out}; findings in {args.findings}", flush=True)
     return 0

@@ -58,7 +58,7 @@ from entropy_lens.registry import Registry
 __all__ = [
     "AXES", "ENTROPY_QUANTILES", "advantage_source", "group_normalised_advantage", "dh_pred_expr",
     "token_entropy_change", "token_account", "decompose", "step_account", "step_contributions", "top_tokens",
-    "validation", "validation_bins", "stage_share", "run_account", "all_contributions",
+    "validation", "validation_bins", "stage_share", "run_account", "restage", "all_contributions",
 ]
 
 #: the stored columns the prediction needs (store schema 2)
@@ -203,8 +203,10 @@ def token_account(tokens: pl.LazyFrame, samples: pl.LazyFrame, *, vocab: pl.Lazy
 
     Columns: the key, ``token_id``, ``entropy``, ``logprob``, ``advantage_used``, ``dH_pred``, ``stage``
     ("rising"/"plateau", or "all" without a boundary), one column per axis of ``axes`` (default: every
-    registered axis the inputs allow), and, when ``updates`` carries ``entropy_next`` values, ``dH_real``
-    (entropy_next − entropy) and ``dlogp_real`` (logprob_next − logprob), null where the token has no update.
+    registered axis the inputs allow; the ``position`` axis's bin replaces the integer ``position``), and, when
+    ``updates`` carries ``entropy_next`` values, ``dH_real`` (entropy_next − entropy) and ``dlogp_real``
+    (logprob_next − logprob), null where the token has no update.  The same inputs give the same frame, row for
+    row.
     """
     t = token_entropy_change(tokens, samples).filter(pl.col("dH_pred").is_not_null())
     t = t.select(*TOKEN_KEY, "token_id", "rel_position", "entropy", "logprob", "advantage_used", "dH_pred")
@@ -214,21 +216,31 @@ def token_account(tokens: pl.LazyFrame, samples: pl.LazyFrame, *, vocab: pl.Lazy
             (pl.col("entropy_next").cast(pl.Float64) - pl.col("entropy").cast(pl.Float64)).alias("dH_real"),
             (pl.col("logprob_next").cast(pl.Float64) - pl.col("logprob").cast(pl.Float64)).alias("dlogp_real"),
         ).drop("logprob_next", "entropy_next")
-    b = boundary_step(boundary)
-    t = t.with_columns(pl.lit("all").alias("stage") if b is None else stage_expr(b))
+    # Rows in key order, kept through the axes by a row number: the ``position`` axis replaces the integer
+    # position with its bin, after which the key no longer orders the rows (a sort would leave ties unordered).
+    t = restage(t, boundary).sort(TOKEN_KEY).with_row_index("_row")
     inputs = AxisInputs(samples, vocab)
     for name in (AXES.names() if axes is None else axes):
         added = AXES.get(name)(t, inputs)
         if added is not None:
             t = added
-    return t.drop("rel_position").sort(TOKEN_KEY).collect()
+    return t.drop("rel_position").sort("_row").drop("_row").collect()
+
+
+def restage(account, boundary):
+    """``account`` (a token account, frame or lazy) with its ``stage`` column from ``boundary``: "rising" before
+    it, "plateau" from it on, "all" without one.  Nothing else in an account depends on the boundary."""
+    b = boundary_step(boundary)
+    return account.with_columns(pl.lit("all").alias("stage") if b is None else stage_expr(b))
 
 
 def run_account(view) -> pl.DataFrame:
     """:func:`token_account` of a :class:`~entropy_lens.analysis.context.RunView`: its rollouts (the training
-    run's when they carry advantages), their updates, its vocabulary and its stage boundary."""
+    run's when they carry advantages), their updates, its vocabulary and its stage boundary.  The account is
+    computed once per run (``view.memo``) and only restaged for another boundary."""
     r = view.rollouts
-    return token_account(r.tokens, r.samples, vocab=view.vocab, updates=r.updates, boundary=view.boundary_step)
+    account = view.memo("token_account", lambda: token_account(r.tokens, r.samples, vocab=view.vocab, updates=r.updates))
+    return restage(account, view.boundary_step)
 
 
 def all_contributions(account: pl.DataFrame, value: str = "dH_pred") -> dict[str, pl.DataFrame]:

@@ -20,9 +20,10 @@ one, else of the store alone: a sweep's held-out samples never fill gaps in a tr
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -124,7 +125,9 @@ class RunView:
     """One run: the store the per-token analyses read, the training run its curves come from, and the
     stage boundary (``boundary`` = manual first plateau step, else the registered ``detector``).
 
-    Every property is computed on first use and kept.
+    Every property is computed on first use and kept.  What does not depend on the boundary (the tables, the
+    curves, :meth:`memo`'s entries) is shared with the copies :meth:`with_boundary` makes, so that moving the
+    boundary to the ends of its interval recomputes only what the boundary changes.
     """
 
     path: Path
@@ -133,6 +136,10 @@ class RunView:
     train: Store | None = None
     manual_boundary: int | None = None
     detector: str = stages.DEFAULT_DETECTOR
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+    #: cached properties that do not depend on the boundary: :meth:`with_boundary` hands them to its copy
+    BOUNDARY_FREE = ("steps_table", "has_updates", "is_empty", "rollouts", "curves")
 
     @classmethod
     def open(cls, store, train_run=None, *, boundary: int | None = None,
@@ -236,8 +243,18 @@ class RunView:
         return found, ""
 
     def with_boundary(self, step: int) -> "RunView":
-        """The same run with the boundary set to ``step`` (a manual boundary), e.g. an end of its interval."""
-        return dataclasses.replace(self, manual_boundary=int(step))
+        """The same run with the boundary set to ``step`` (a manual boundary), e.g. an end of its interval; it
+        shares this view's boundary-free results (:attr:`BOUNDARY_FREE`, :meth:`memo`)."""
+        other = dataclasses.replace(self, manual_boundary=int(step))  # the same _memo dict
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k in self.BOUNDARY_FREE})
+        return other
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per run for a result that does not depend on the boundary (e.g. the token account
+        before its stage split), shared with every :meth:`with_boundary` copy."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     @property
     def boundary(self) -> stages.StageBoundary | None:

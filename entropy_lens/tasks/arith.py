@@ -10,7 +10,7 @@ The reward parses the final answer (``A: <int>``) and compares it exactly with t
 −1 otherwise.  Defects are possible and detectable, as in paper-notes §2.1 C: a response with no marker or
 with two markers is a *format violation* (``format_ok`` false); filler words are *irrelevant content*; a
 few CJK characters are in the vocabulary so that *language mixing* can happen too.  :func:`sft_target`
-plants all of these, plus arithmetic slips, in the warm-up data so that RL has something to remove.
+plants these (and, when asked, arithmetic slips) in the warm-up data so that RL has something to remove.
 """
 
 from __future__ import annotations
@@ -96,16 +96,16 @@ class Noise:
         no_marker: chance the final-answer marker is missing (a format violation).
         double_answer: chance of a second, different final answer (a format violation).
 
-    The format violations are frequent (29% of the targets: 0.2 × 0.85 with no marker, 0.15 × 0.8 with two)
-    and the slips rare, so that the embedded default's rising stage has defects to remove, as the paper's does
-    (paper-notes §2.1 C), and removing them is most of what RL gains: the post-SFT samples are 26–34%
-    unformatted, RL drops that to 1–4% within ~20 steps while accuracy rises fast, then accuracy grows slowly
-    (what the other rates did: the docstring of :mod:`entropy_lens.train.grpo`).
+    The embedded default plants format violations often (29% of the targets: 0.2 × 0.85 with no marker,
+    0.15 × 0.8 with two) and no slips, so that its rising stage has defects to remove, as the paper's does
+    (paper-notes §2.1 C), and removing them is most of what RL gains: the post-SFT samples are 23–30%
+    unformatted, RL drops that to 2–4% within ~20 steps while accuracy rises fast, then accuracy grows slowly
+    (what other rates did, slips included: the docstring of :mod:`entropy_lens.train.grpo`).
         filler: chance of a line of filler words (irrelevant content).
         cjk: chance of a CJK character in a line (language mixing).
     """
 
-    slip: float = 0.1
+    slip: float = 0.0
     no_marker: float = 0.2
     double_answer: float = 0.15
     filler: float = 0.08

@@ -53,7 +53,7 @@ class _RunFields:
         "help": "Branch from this checkpoint (an HF model folder, e.g. RUN/checkpoints/step_120): skips the SFT "
                 "warm-up and numbers steps on from the checkpoint's step.", "aliases": ["--from"],
         "metavar": "CHECKPOINT"})
-    steps: int = field(default=120, metadata={"help": "RL steps to run (from step 0, or from the --from step)."})
+    steps: int = field(default=90, metadata={"help": "RL steps to run (from step 0, or from the --from step)."})
     seed: int = field(default=0, metadata={"help": "Random seed: the same command twice gives the same run."})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when available)."})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch; 0 = $OMP_NUM_THREADS if set, else "

@@ -1,6 +1,6 @@
 """``entropy-lens train``: a minimal GRPO trainer with DAPO's tricks, in one file.
 
-    entropy-lens train --out data/runs/demo    # tiny default: SFT ~3 min (2 threads), 120 RL steps ~6 min (1 thread)
+    entropy-lens train --out data/runs/demo    # tiny default: SFT ~3 min (2 threads), 90 RL steps ~4–5 min (1 thread)
     entropy-lens train --out data/runs/ppl --shaping ppl             # GRPO+PPL (paper-notes §4.1)
     entropy-lens train --out data/runs/pos --shaping position \\
         --from data/runs/demo/checkpoints/step_30 --steps 60         # GRPO+POSITION, branched (paper-notes §4.2)
@@ -9,10 +9,10 @@
 What one run does (the embedded default):
 
 1. SFT warm-up of a tiny Qwen2 (``entropy_lens.models``) on *noisy* worked solutions (``arith.sft_target``:
-   each scratchpad line slips by ±1 with probability 0.1; 29% of the targets break the answer format, with
-   no final-answer marker or with two; a few filler lines and CJK characters): 1,200 steps of 32 leave the
-   greedy answer often right (0.56–0.88 held out, seeds 0–2) but a T = 1 sample mostly wrong (0.23–0.35 right,
-   26–34% of them unformatted), so RL has defects to remove, entropy to spend and accuracy to gain.
+   29% of the targets break the answer format, with no final-answer marker or with two; a few filler lines
+   and CJK characters; no arithmetic slips unless ``--sft-slip``): 1,200 steps of 32 leave the greedy answer
+   mostly right (0.81–0.89 held out, seeds 0–2 on 1 and 2 threads) but a T = 1 sample often wrong (0.42–0.50
+   right, 23–30% of them unformatted), so RL has defects to remove, entropy to spend and accuracy to gain.
 2. For each RL step s (rollouts of step s come from checkpoint ``step_s``):
    a. sample ``group_size`` responses for ``prompts_per_step`` fresh prompts, recording each sampled token's
       exact entropy, log-prob, Σp², Σp² log p and varentropy under the rollout policy π_old from the logits it
@@ -43,28 +43,32 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
   the same distribution as ``sample_hf`` but its own random stream; for a stock Qwen2 its decoder is the
   model's layers in plain tensor calls (``capture.decoders``; ``benchmarks/bench_decoders.py``, interleaved: a
   368-row round 1.03 s against 1.26 s through the stock modules at 1 thread, 0.69 s against 0.87 s at 2);
-* batch 32 prompts × 8 samples in four PPO mini-batches, lr 1e-4, 120 steps (paper: 512 × 8, 16
+* batch 32 prompts × 8 samples in four PPO mini-batches, lr 1e-4, 90 steps (paper: 512 × 8, 16
   mini-batches, lr 1e-6): scaled so that the tiny model shows both stages in minutes.  Later mini-batches are
-  off-policy, so the ratio moves and clip-higher acts (clip fractions ~0.13% low, ~0.015% high); with one
+  off-policy, so the ratio moves and clip-higher acts (clip fractions ~0.1% low, ~0.015% high); with one
   mini-batch the ratio is 1 and the clip never acts.  The two stages (``benchmarks/check_two_stages.py``: the
   rule asks the entropy break's 95% CI to span ≤ 20 steps and the held-out accuracy's plateau slope to be
-  ≤ 1/3 of its rising slope), 120 steps, each seed from its own warm-up: with 1 thread seeds 0, 1, 2 broke at
-  17, 23, 18 (CIs 16–20, 21–25, 16–20), accuracy slope ratios 0.09, 0.13, 0.08; with 2 threads (other float
-  rounding, so other runs) at 50, 25, 17 (CIs 41–60, 23–28, 12–21), ratios 0.54, 0.17, 0.09.  Seed 0's
-  two-thread warm-up (greedy 0.80, T = 1 0.27, against 0.88 and 0.35 from its one-thread warm-up) gives an
-  entropy that pauses near steps 21–37 and accuracy that keeps climbing: it fails the rule.  ``make figures``,
-  whose three seeds share that warm-up and train on one thread each: 18, 40, 22 (CIs 12–61, 35–45, 18–26),
-  ratios 0.23, 0.35, 0.10.  In the rising stage the format defects go (``eval_format_ok`` 0.66–0.76 →
-  0.96–0.99 by step 20) while accuracy rises fast; in the plateau, on the runs that pass, it grows at 0.08–0.17
-  of that rate;
-* why that SFT noise (slips 0.1, formats 0.2 / 0.15).  With the earlier 0.3 slips and 5% / 3% format noise
+  ≤ 1/3 of its rising slope), 90 steps, each seed from its own warm-up: with 1 thread seeds 0, 1, 2 broke at
+  19, 18, 12 (CIs 17–21, 14–20, 10–16), accuracy slope ratios 0.01, 0.04, 0.07; with 2 threads (other float
+  rounding, so other runs) at 16, 20, 16 (CIs 13–18, 19–22, 13–21), ratios 0.15, 0.05, −0.01; the three
+  seeds of ``make figures``'s layout (seed 0's two-thread warm-up, RL on one thread each) at 16, 15, 10 (CIs
+  13–19, 13–18, 9–13), ratios 0.14, 0.11, 0.04.  In the rising stage the format defects go
+  (``eval_format_ok`` 0.70–0.77 → 0.96–0.98 by step 20) while held-out accuracy rises fast (0.42–0.50 →
+  0.62–0.73); in the plateau it grows at most 0.15 of that rate;
+* why that SFT noise (no slips, formats 0.2 / 0.15) and 90 steps.  With 0.3 slips and 5% / 3% format noise
   (8% unformatted), held-out accuracy rose almost linearly 0.27 → 0.6 over 120 steps and the ratio sat at the
-  threshold (1 thread: 0.32, 0.35, 0.26; 2 threads: 0.36, 0.33, 0.15; seeds sharing seed 0's warm-up: 0.32,
-  0.34, 0.65): RL was slowly sharpening the model's arithmetic, with little to remove.  Raising the format
-  noise alone (0.3 slips, 29% unformatted) passed on 1 thread (0.14, 0.28, 0.22) but not on 2 (0.49, 0.50):
-  fixing the format multiplies an accuracy of ~0.26, a gain of only ~0.07.  With 0.1 slips the formatted
-  answers are right more often, so removing the defects is most of what RL gains.  Also tried with the earlier
-  noise, no better: 8 mini-batches (0.29, 0.33), lr 2e-4 × 4 (0.43, 0.16), lr 2e-4 × 2 (greedy accuracy fell
+  threshold (1 thread: 0.32, 0.35, 0.26; 2 threads: 0.36, 0.33, 0.15): RL was slowly sharpening the model's
+  arithmetic, with little to remove.  Raising the format noise alone (0.3 slips, 29% unformatted) passed on 1
+  thread (0.14, 0.28, 0.22) but not on 2 (0.49, 0.50): fixing the format multiplies an accuracy of ~0.26, a
+  small gain.  With 0.1 slips and 120 steps, 1 thread passed (breaks 17, 23, 18, ratios 0.09, 0.13, 0.08) but
+  seed 0's two-thread warm-up (greedy 0.80, T = 1 0.27) gave an entropy that paused near steps 21–37 and then
+  fell again: break 50 (CI 41–60), ratio 0.54, and in the make-figures layout 18 (CI 12–61), 40, 22 with
+  ratios 0.23, 0.35, 0.10.  With no slips every warm-up is clean arithmetic under format noise, removing the
+  defects is most of what RL gains, and the break comes at 10–22 on every setting; the 120-step runs of this
+  recipe passed too (1 thread: 20, 19, 20, ratios 0.05, 0.03, 0.12; 2 threads, seeds 0, 1: 17, 22, ratios
+  0.10, 0.01), so 90 steps is for time: its first 90 steps are the 120-step run's (the schedule does not
+  depend on the run's length), and the plateau still holds 70 steps.  Also tried with the earlier noise, no
+  better: 8 mini-batches (0.29, 0.33), lr 2e-4 × 4 (0.43, 0.16), lr 2e-4 × 2 (greedy accuracy fell
   0.77 → ~0.5), operands ≤ 9 (0.28), + / − only (0.36), 240 steps (0.21, 0.23, but seed 0's break moved to
   47, CI 35–62); one mini-batch at lr 4e-4–5e-4 collapsed greedy accuracy (0.69 → 0.36); 16 prompts a step
   were too noisy;
@@ -75,7 +79,9 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
   sampled 46 prompts instead of 64 in one round (1.10 s of sampling against 1.40 s, 0.90× the step; lr 0, 1
   thread, 8 steps each interleaved), but in a 120-step run, where the mixed share drifts from 0.8 to ~0.6,
   15–28% of steps needed a refill round (a refill costs about what the surplus rows would have); 30% keeps
-  refills rare and still samples fewer rows than 2× while the share is above 0.65;
+  refills rare and still samples fewer rows than 2× while the share is above 0.65.  Below 0.65 the 2× cap
+  binds: on the no-slip recipe the share falls from ~0.85 to 0.4–0.6 by step 90, and 2–27% of the first 90
+  steps needed a refill (54% on one two-thread seed whose share fell to 0.38; 1.02–1.74 rounds a step);
 * torch uses every core unless told otherwise (``--threads``): alone on 2 cores, 2 threads made an RL step
   1.5× faster; side by side with another process they made it 5× slower, so ``make figures`` gives each
   parallel stage one thread;
@@ -255,7 +261,7 @@ def first_round_prompts(cfg: TrainConfig, mixed_prev: float | None) -> int:
 
     A first round that finds too few mixed groups costs a refill round, which on the tiny default costs about
     what the surplus rows would have (a decode step is mostly per-call overhead); every surplus group is sampled
-    and dropped.  The share of mixed groups drifts slowly (0.8 → ~0.6 over the embedded default's 120 steps), so
+    and dropped.  The share of mixed groups drifts slowly (0.8 → ~0.5 over the embedded default's run), so
     the previous step's share predicts the next: with a 15% margin 15–28% of steps needed a refill, with 30%
     the ``make figures`` baselines sampled 56–57 prompts a step (of the cap's 64) in 1.00–1.01 rounds."""
     cap = cfg.prompts_per_step * cfg.gen_oversample

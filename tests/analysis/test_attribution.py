@@ -211,3 +211,22 @@ def test_validation_recovers_a_planted_step_size():
 def test_validation_without_realized_change_says_so():
     with pytest.raises(UserError, match="entropy_next"):
         att.validation(_account())
+
+
+# --- the run's account -----------------------------------------------------------------------------------------
+
+def test_run_account_is_computed_once_per_run_and_restaged_for_another_boundary(tmp_path, monkeypatch):
+    from entropy_lens.analysis.context import RunView
+    from tests.view.stores import write_store
+
+    view = RunView.open(write_store(tmp_path / "store", n_steps=6), boundary=2)
+    r = view.rollouts
+    fresh = {b: att.token_account(r.tokens, r.samples, vocab=view.vocab, updates=r.updates, boundary=b) for b in (2, 4)}
+    calls = []
+    counted = att.token_account
+    monkeypatch.setattr(att, "token_account", lambda *a, **k: calls.append(k) or counted(*a, **k))
+    at2, at4 = att.run_account(view), att.run_account(view.with_boundary(4))
+    assert at2.equals(fresh[2]) and at4.equals(fresh[4])  # the same frame as computing it at that boundary
+    assert len(calls) == 1  # the boundary-free account once; the copy only restaged it
+    assert at4.filter(pl.col("step") < 4)["stage"].unique().to_list() == ["rising"]
+    assert at4.filter(pl.col("step") >= 4)["stage"].unique().to_list() == ["plateau"]

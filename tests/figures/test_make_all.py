@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from figures.make_all import Stage, run_stages, training_stages, collect_stages
+from figures.make_all import Stage, collect_stages, drawing_stages, run_stages, training_stages
 from figures.figlib import seed_runs
 
 
@@ -55,3 +55,15 @@ def test_the_pipeline_graph(tmp_path):
     assert seed1[seed1.index("--seed") + 1] == "1" and seed1[seed1.index("--from") + 1].endswith("baseline/checkpoints/step_0")
     sft = next(s for s in stages if s.name == "sft").command()
     assert sft[sft.index("--steps", sft.index("--sft-steps")) + 1] == "0"
+
+
+def test_figures_and_findings_run_side_by_side_after_everything(tmp_path):
+    sched = ["--steps", "90", "--sft-steps", "10", "--save-every", "10", "--eval-every", "10"]
+    stages = training_stages(tmp_path, 3, sched) + collect_stages(tmp_path, 3, ["ppl"])
+    drawing = drawing_stages(tmp_path, tmp_path / "out", tmp_path / "FINDINGS.md", [s.name for s in stages])
+    assert [d.name for d in drawing] == ["figures", "findings"]
+    for d in drawing:
+        assert set(d.after) == {s.name for s in stages}  # every run, sweep, intervention and bench collect
+    figures, findings = (d.command() for d in drawing)
+    assert figures[1:3] == ["-m", "figures.draw_all"] and figures[figures.index("--out") + 1] == str(tmp_path / "out")
+    assert findings[1:3] == ["-m", "figures.findings"] and findings[findings.index("--out") + 1] == str(tmp_path / "FINDINGS.md")
