@@ -1,7 +1,8 @@
 """Fig. 2 (rising stage, paper-notes §2.1 A–C): (b) token types with the largest entropy drop / frequency rise,
 (c) entropy of positive vs negative samples, (d) proportions of defective responses.
 
-Reads the baseline's sweep (else the baseline training store); the stage boundary is the run's.
+Reads the baseline's sweep (else the baseline training store); (b) and (d) the training rollouts when they
+record more steps than the sweep (``RunView.rising_rollouts``); the stage boundary is the run's.
 Usage: python -m figures.fig2_rising --run data/runs/demo [--out figures/out]
 """
 
@@ -24,7 +25,8 @@ def main(run_dir, out_dir="figures/out") -> list[Path]:
         return figs.done()
     boundary = view.boundary_step
     try:
-        shift = vocab.token_shift(tokens=view.tokens, vocab=view.vocab, boundary=boundary)
+        # B and C on the densest responses the run has (RunView.rising_rollouts), as the report's findings
+        shift = vocab.token_shift(tokens=view.rising_rollouts.tokens, vocab=view.vocab, boundary=boundary)
         top = vocab.top_token_shifts(shift, n=15)
         if top.height:
             figs.save("fig2b_token_shift", stage_plots.plot_token_shift(top))
@@ -34,7 +36,7 @@ def main(run_dir, out_dir="figures/out") -> list[Path]:
         figs.skip("fig2b_token_shift", str(e))
     pol = polarity.polarity_entropy(tokens=view.tokens, samples=view.samples)
     figs.save("fig2c_polarity_entropy", stage_plots.plot_polarity_entropy(pol, boundary=boundary))
-    shares = defects.defect_proportions(samples=view.samples)
+    shares = defects.defect_proportions(samples=view.rising_rollouts.samples)
     figs.save("fig2d_defects", stage_plots.plot_defect_proportions(shares, boundary=boundary))
     return figs.done()
 

@@ -3,7 +3,9 @@
 ``write_findings(run_dir, out_path)`` reads the run layout of figures/README.md.  For every baseline seed
 (``RUN/baseline``, ``RUN/baseline-seed1``, …) findings A–H, J, K, N, O come from the report
 (:func:`entropy_lens.report.build.write_report`) on that seed's RunView: its sweep with its training run for
-the curves and the stage boundary, and its interventions.  I, L and M compare the training logs of the
+the curves and the stage boundary, and its interventions; each finding reads the densest data the run has (A
+the training log's per-step entropies, B and C the training rollouts of every step rather than the sweep's
+every 10th checkpoint).  I, L and M compare the training logs of the
 method runs (one seed each, branched from seed 0) from seed 0's late-training start.  Each verdict is
 "agrees", "does not agree" or "not measured (why)", decided by the rule printed under it
 (:data:`entropy_lens.analysis.findings.RULES`); a stage-conditioned verdict also says whether it survives

@@ -116,6 +116,11 @@ def _has_advantages(store: Store) -> bool:
     return has_values(store.tokens, "advantage")
 
 
+def _n_steps(samples: pl.LazyFrame | None) -> int:
+    """Distinct steps of a samples table (0 when there is none)."""
+    return 0 if samples is None else int(samples.select(pl.col("step").n_unique()).collect().item())
+
+
 def _is_empty(lf: pl.LazyFrame | None) -> bool:
     return lf is None or lf.select(pl.len()).collect().item() == 0
 
@@ -139,7 +144,7 @@ class RunView:
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     #: cached properties that do not depend on the boundary: :meth:`with_boundary` hands them to its copy
-    BOUNDARY_FREE = ("steps_table", "has_updates", "is_empty", "rollouts", "curves")
+    BOUNDARY_FREE = ("steps_table", "has_updates", "is_empty", "rollouts", "rising_rollouts", "curves")
 
     @classmethod
     def open(cls, store, train_run=None, *, boundary: int | None = None,
@@ -220,6 +225,22 @@ class RunView:
         if self.train is not None and _has_advantages(self.train):
             return of(self.train, f"the training run {self.train_run}", True)
         return of(self.store, "this store", False)
+
+    @cached_property
+    def rising_rollouts(self) -> Rollouts:
+        """The responses the rising-stage findings on tokens and responses (B, C) read: the training run's
+        rollouts when they record more steps than this store's samples (a sweep of every 10th checkpoint beside
+        a training batch at every step), else this store's — the densest data the run has, as finding A takes
+        the training log's per-step entropies.  A rising stage shorter than the sweep's checkpoint interval
+        is then still measured."""
+        if self.train is None or self.train is self.store:
+            return Rollouts(self.store.tokens, self.store.samples, None, "this store's samples", False, self.kind)
+        own, train = _n_steps(self.store.samples), _n_steps(self.train.samples)
+        if train > own:
+            return Rollouts(self.train.tokens, self.train.samples, None,
+                            f"the training run's rollouts ({train} steps; this store has {own})",
+                            _has_advantages(self.train), self.train.manifest.get("kind", "?"))
+        return Rollouts(self.store.tokens, self.store.samples, None, "this store's samples", False, self.kind)
 
     # ---------------------------------------------------------------------------------------- stages
     @cached_property

@@ -10,6 +10,7 @@ computes an analysis: the tables come from :mod:`entropy_lens.analysis`, the fig
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,6 +30,7 @@ from entropy_lens.analysis import (
 )
 from entropy_lens.analysis.context import RunView, read_interventions
 from entropy_lens.analysis.findings import (
+    NOT_MEASURED,
     Finding,
     finding_A,
     finding_B,
@@ -204,14 +206,16 @@ def polarity_section(inputs: SectionInputs) -> Outcome:
 @register_section("token_shift", stage_conditioned=True)
 def token_shift_section(inputs: SectionInputs) -> Outcome:
     view, files, cfg = inputs.view, inputs.files, inputs.settings
+    src = view.rising_rollouts
     out = Outcome()
     try:
-        shift = vocab.token_shift(tokens=view.tokens, vocab=view.vocab, boundary=view.boundary_step, window=cfg.window)
+        shift = vocab.token_shift(tokens=src.tokens, vocab=view.vocab, boundary=view.boundary_step, window=cfg.window)
     except UserError as e:
         shift = None
         out.skipped.append(("B. token-type shift", str(e)))
     if shift is not None:
         section = out.section = Section("token_shift", "B. Token-type shift across the rising stage (paper-notes §2.1 B, Fig. 2b)")
+        section.lines.append(f"Measured on {src.where}.")
         files.table(section, "token_shift", shift)
         top = files.table(section, "token_shift_top", vocab.top_token_shifts(shift, n=15))
         for ranking in ("entropy_drop", "freq_rise"):
@@ -223,20 +227,29 @@ def token_shift_section(inputs: SectionInputs) -> Outcome:
             section.lines.append("No vocab.parquet: token types are shown by id.")
         if top.height:
             files.figure(section, "fig2b_token_shift", lambda: stage_plots.plot_token_shift(top))
-    out.findings.append(finding_B(view.tokens, view.vocab, shift, view.boundary_step, cfg.window, cfg.n_boot, cfg.seed))
+    out.findings.append(measured_on(src, finding_B(src.tokens, view.vocab, shift, view.boundary_step, cfg.window,
+                                                   cfg.n_boot, cfg.seed)))
     return out
+
+
+def measured_on(src, finding: Finding) -> Finding:
+    """``finding`` with the data it was measured on (``src.where``) leading its ``measured`` text."""
+    if finding.verdict == NOT_MEASURED:
+        return finding
+    return dataclasses.replace(finding, measured=f"From {src.where}. {finding.measured}")
 
 
 @register_section("defects", stage_conditioned=True)
 def defects_section(inputs: SectionInputs) -> Outcome:
     view, files, cfg = inputs.view, inputs.files, inputs.settings
     section = Section("defects", "C. Defective responses (paper-notes §2.1 C, Fig. 2d)")
-    flags = defects.defect_flags(samples=view.samples)
-    shares = files.table(section, "defect_proportions", defects.defect_proportions(samples=view.samples))
+    src = view.rising_rollouts
+    flags = defects.defect_flags(samples=src.samples)
+    shares = files.table(section, "defect_proportions", defects.defect_proportions(samples=src.samples))
     tot = flags.select([pl.col(c).mean() for c in (*defects.DEFAULT_DEFECTS, "any_defect")]).row(0, named=True)
-    section.lines.append(f"{flags.height:,} responses; overall shares: " + ", ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in tot.items()) + ".")
+    section.lines.append(f"{flags.height:,} responses of {src.where}; overall shares: " + ", ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in tot.items()) + ".")
     files.figure(section, "fig2d_defects", lambda: stage_plots.plot_defect_proportions(shares, boundary=view.boundary_step))
-    return Outcome(section, findings=[finding_C(flags, view.boundary_step, cfg.window)])
+    return Outcome(section, findings=[measured_on(src, finding_C(flags, view.boundary_step, cfg.window))])
 
 
 @register_section("delta_p", stage_conditioned=True)
