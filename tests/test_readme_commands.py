@@ -388,6 +388,7 @@ COMMANDS: dict[str, object] = {
     "benchmarks/bench_ops.py": Script(),
     "benchmarks/bench_ops.py --routes logits logits-v1": Script(path="benchmarks/bench_ops.py"),
     "bench_train.py": Script(path="benchmarks/bench_train.py"),
+    "bench_train.py --vs-trl": Script(path="benchmarks/bench_train.py"),
     "bench_collect.py --vocab 151936": Script(path="benchmarks/bench_collect.py"),
     "bench_analysis.py --rows 1e8": Script(path="benchmarks/bench_analysis.py"),
     "gpu_check.sh": Script(path="benchmarks/gpu_check.sh"),
