@@ -233,14 +233,15 @@ class RunView:
         a training batch at every step), else this store's — the densest data the run has, as finding A takes
         the training log's per-step entropies.  A rising stage shorter than the sweep's checkpoint interval
         is then still measured."""
-        if self.train is None or self.train is self.store:
-            return Rollouts(self.store.tokens, self.store.samples, None, "this store's samples", False, self.kind)
-        own, train = _n_steps(self.store.samples), _n_steps(self.train.samples)
-        if train > own:
-            return Rollouts(self.train.tokens, self.train.samples, None,
-                            f"the training run's rollouts ({train} steps; this store has {own})",
-                            _has_advantages(self.train), self.train.manifest.get("kind", "?"))
-        return Rollouts(self.store.tokens, self.store.samples, None, "this store's samples", False, self.kind)
+        own = Rollouts(self.store.tokens, self.store.samples, None, "this store's samples",
+                       _has_advantages(self.store), self.kind)
+        n_own = _n_steps(self.store.samples)
+        n_train = _n_steps(self.train.samples) if self.train is not None else 0
+        if n_train <= n_own:
+            return own
+        return Rollouts(self.train.tokens, self.train.samples, None,
+                        f"the training run's rollouts ({n_train} steps; this store has {n_own})",
+                        _has_advantages(self.train), self.train.manifest.get("kind", "?"))
 
     # ---------------------------------------------------------------------------------------- stages
     @cached_property
