@@ -116,6 +116,12 @@ def _has_advantages(store: Store) -> bool:
     return has_values(store.tokens, "advantage")
 
 
+def _rollouts_of(store: Store, where: str, has_advantages: bool) -> Rollouts:
+    """``store``'s tokens, samples and updates (None when it has none) as :class:`Rollouts`."""
+    return Rollouts(store.tokens, store.samples, None if _is_empty(store.updates) else store.updates, where,
+                    has_advantages, store.manifest.get("kind", "?"))
+
+
 def _n_steps(samples: pl.LazyFrame | None) -> int:
     """Distinct steps of a samples table (0 when there is none)."""
     return 0 if samples is None else int(samples.select(pl.col("step").n_unique()).collect().item())
@@ -216,15 +222,11 @@ class RunView:
     def rollouts(self) -> Rollouts:
         """The training rollouts: the store's when its tokens carry advantages, else the training run's when
         it has some, else the store's own samples (a sweep or a re-scored dump: no advantages)."""
-        def of(store: Store, where: str, has: bool) -> Rollouts:
-            return Rollouts(store.tokens, store.samples, None if _is_empty(store.updates) else store.updates, where, has,
-                            store.manifest.get("kind", "?"))
-
         if _has_advantages(self.store):
-            return of(self.store, "this store", True)
+            return _rollouts_of(self.store, "this store", True)
         if self.train is not None and _has_advantages(self.train):
-            return of(self.train, f"the training run {self.train_run}", True)
-        return of(self.store, "this store", False)
+            return _rollouts_of(self.train, f"the training run {self.train_run}", True)
+        return _rollouts_of(self.store, "this store", False)
 
     @cached_property
     def rising_rollouts(self) -> Rollouts:
@@ -233,15 +235,11 @@ class RunView:
         a training batch at every step), else this store's — the densest data the run has, as finding A takes
         the training log's per-step entropies.  A rising stage shorter than the sweep's checkpoint interval
         is then still measured."""
-        own = Rollouts(self.store.tokens, self.store.samples, None, "this store's samples",
-                       _has_advantages(self.store), self.kind)
         n_own = _n_steps(self.store.samples)
         n_train = _n_steps(self.train.samples) if self.train is not None else 0
-        if n_train <= n_own:
-            return own
-        return Rollouts(self.train.tokens, self.train.samples, None,
-                        f"the training run's rollouts ({n_train} steps; this store has {n_own})",
-                        _has_advantages(self.train), self.train.manifest.get("kind", "?"))
+        store, where = ((self.train, f"the training run's rollouts ({n_train} steps; this store has {n_own})")
+                        if n_train > n_own else (self.store, "this store's samples"))
+        return _rollouts_of(store, where, _has_advantages(store))
 
     # ---------------------------------------------------------------------------------------- stages
     @cached_property

@@ -95,14 +95,14 @@ class Noise:
         slip: per scratchpad line, chance of an off-by-one error that then propagates down the chain.
         no_marker: chance the final-answer marker is missing (a format violation).
         double_answer: chance of a second, different final answer (a format violation).
+        filler: chance of a line of filler words (irrelevant content).
+        cjk: chance of a CJK character in a line (language mixing).
 
     The embedded default plants format violations often (29% of the targets: 0.2 × 0.85 with no marker,
     0.15 × 0.8 with two) and no slips, so that its rising stage has defects to remove, as the paper's does
     (paper-notes §2.1 C), and removing them is most of what RL gains: the post-SFT samples are 23–30%
     unformatted, RL drops that to 2–4% within ~20 steps while accuracy rises fast, then accuracy grows slowly
     (what other rates did, slips included: the docstring of :mod:`entropy_lens.train.grpo`).
-        filler: chance of a line of filler words (irrelevant content).
-        cjk: chance of a CJK character in a line (language mixing).
     """
 
     slip: float = 0.0
