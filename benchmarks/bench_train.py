@@ -21,6 +21,12 @@ TRL "step" below is those M optimizer steps.  Both learning rates are 0, so both
 checkpoint and every repeat is the same work.  The first ``--warmup`` pairs are dropped; the ratio printed
 is the median over pairs of (embedded step / TRL step), each pair measured back to back.
 
+Both print the embedded step's fp32 matmul floor: the FLOPs of its linear layers on the tokens it sampled
+and updated (counted during the step), at the fp32 matmul rate measured on the model's own MLP shape — a
+lower bound on any fp32 step of the same work on this box (attention and elementwise ops left out).  With
+``--vs-trl`` TRL's step is split into ``generate`` (HF ``generate``), rewards and π_old (TRL's extra
+log-prob pass when M > 1) and the update (its M optimizer steps).
+
 With no checkpoint on disk it benchmarks a randomly initialised tiny model, whose responses run to
 max_new_tokens and never answer right: it then counts even-length responses as correct so that dynamic
 sampling keeps groups and every step updates (the numbers are then an upper bound on step time).
@@ -84,6 +90,61 @@ def split(rows: list[dict]) -> str:
             + f"{statistics.mean(r['prompts_sampled'] for r in rows):.0f}")
 
 
+class StepTokens:
+    """Counts, during ``grpo.rl_step``, the tokens its arithmetic runs on: the sampled tokens (every row of every
+    generation round, prompts prefilled once each) and the update's padded tokens (prompt + response, per bucket)."""
+
+    def __init__(self):
+        self.sampled = self.prefilled = self.updated = 0
+        self._sample, self._buckets = grpo.sample_with_stats, grpo.length_buckets
+
+    def __enter__(self):
+        def sample(model, tokenizer, prompt_ids, *a, **k):
+            responses, scores = self._sample(model, tokenizer, prompt_ids, *a, **k)
+            self.sampled += sum(len(r.token_ids) for r in responses)
+            self.prefilled += sum(len(p) for p in {tuple(p) for p in prompt_ids})
+            return responses, scores
+
+        def buckets(lengths, max_tokens):
+            out = self._buckets(lengths, max_tokens)
+            self.updated += sum(len(b) * max(1, int(lengths[b].max())) for b in out)
+            return out
+
+        grpo.sample_with_stats, grpo.length_buckets = sample, buckets
+        return self
+
+    def __exit__(self, *exc):
+        grpo.sample_with_stats, grpo.length_buckets = self._sample, self._buckets
+
+
+def matmul_gflops(model, repeats: int = 30) -> float:
+    """fp32 GFLOP/s of this box, at the torch threads set, on the model's own MLP matmul shape
+    ([2048, hidden] @ [hidden, intermediate], forward): the rate its linear layers can reach at best."""
+    c = model.config
+    a, w = torch.randn(2048, c.hidden_size), torch.randn(c.intermediate_size, c.hidden_size)
+    for _ in range(3):
+        a @ w.T
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ w.T
+    return 2 * 2048 * c.hidden_size * c.intermediate_size * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def floor_line(model, counts: list["StepTokens"], rate: float) -> str:
+    """The step's fp32 matmul floor: its linear layers' FLOPs (2 per parameter per token forward, 6 forward +
+    backward; attention and every elementwise op left out) at the measured matmul rate — no fp32 step on this
+    box can be faster than this."""
+    params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)  # lm_head is tied
+    params += model.lm_head.weight.numel()
+    sample = statistics.median(2 * params * (c.sampled + c.prefilled) for c in counts) / rate / 1e9
+    update = statistics.median(6 * params * c.updated for c in counts) / rate / 1e9
+    return (f"fp32 matmul floor of the embedded step: sample {sample:.2f} s + update {update:.2f} s = "
+            f"{sample + update:.2f} s ({statistics.median(c.sampled for c in counts):,.0f} sampled and "
+            f"{statistics.median(c.updated for c in counts):,.0f} update tokens a step, {params:,} matmul parameters, "
+            f"{rate:.0f} GFLOP/s measured on [2048 x {model.config.hidden_size}] @ "
+            f"[{model.config.hidden_size} x {model.config.intermediate_size}])")
+
+
 def standalone(args, model, tok, cfg, held_out) -> None:
     # 1. sampling: one generation round of the default batch
     problems = grpo.training_problems(0, 0, cfg.prompts_per_step, cfg, held_out)
@@ -115,11 +176,25 @@ def standalone(args, model, tok, cfg, held_out) -> None:
           f"{cfg.minibatches} mini-batches)")
 
     # 3. whole RL steps (dynamic sampling, advantages, update; no store writes), lr 0
-    rows = []
+    rows, counts = [], []
     for s in range(args.repeats):  # each step's first round sized by the one before, as in grpo.train
-        rows.append(timed_step(model, tok, opt, sched, s, cfg, (0, 0), held_out, None, previous_mixed(rows)))
+        with StepTokens() as tokens:
+            rows.append(timed_step(model, tok, opt, sched, s, cfg, (0, 0), held_out, None, previous_mixed(rows)))
+        counts.append(tokens)
     print(f"RL step: {statistics.median(step_seconds(r) for r in rows):.2f} s (median of {args.repeats}; "
           + split(rows) + ")")
+    print(floor_line(model, counts, matmul_gflops(model)))
+
+
+def _timed(fn, clock: dict, part: str):
+    """``fn`` that adds its wall time to ``clock[part]``."""
+    def wrapped(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            clock[part] += time.perf_counter() - t0
+    return wrapped
 
 
 def vs_trl(args, model, tok, cfg, held_out) -> None:
@@ -170,23 +245,37 @@ def vs_trl(args, model, tok, cfg, held_out) -> None:
             if state.global_step % m:
                 return
             trl_secs.append(time.perf_counter() - clock["since"])  # M TRL optimizer steps, one generation
+            trl_parts.append(dict(trl_clock))
+            trl_clock.update(generate=0.0, prepare=0.0)
             k = len(ours)
-            row = timed_step(model, tok, opt, sched, k, cfg, (0, 0), held_out, None, previous_mixed(ours))
+            with StepTokens() as tokens:
+                row = timed_step(model, tok, opt, sched, k, cfg, (0, 0), held_out, None, previous_mixed(ours))
             ours.append(row)
+            counts.append(tokens)
             print(f"  pair {k}: entropy-lens {step_seconds(row):.2f} s ({split([row])}), TRL {trl_secs[-1]:.2f} s"
                   + ("  [warm-up]" if k < args.warmup else ""), flush=True)
             clock["since"] = time.perf_counter()
 
     trainer = GRPOTrainer(model=trl_model, reward_funcs=arith_reward, args=targs, train_dataset=dataset,
                           processing_class=tok, callbacks=[Interleave()])
+    # TRL's split: `_generate` (HF generate) inside `_generate_and_score_completions` (+ rewards, advantages and,
+    # with M > 1 optimizer steps per generation, the π_old log-prob pass); the rest of the M steps is the update.
+    trl_clock, trl_parts, counts = {"generate": 0.0, "prepare": 0.0}, [], []
+    for name, part in (("_generate", "generate"), ("_generate_and_score_completions", "prepare")):
+        setattr(trainer, name, _timed(getattr(trainer, name), trl_clock, part))
     clock["since"] = time.perf_counter()
     trainer.train()
-    ours, trl_secs = ours[args.warmup:], trl_secs[args.warmup:]
+    ours, trl_secs, trl_parts = ours[args.warmup:], trl_secs[args.warmup:], trl_parts[args.warmup:]
     e = [step_seconds(r) for r in ours]
     ratios = [a / b for a, b in zip(e, trl_secs)]
+    gen = statistics.median(p["generate"] for p in trl_parts)
+    prep = statistics.median(p["prepare"] - p["generate"] for p in trl_parts)
+    rest = statistics.median(t - p["prepare"] for t, p in zip(trl_secs, trl_parts))
     print(f"entropy-lens RL step: {statistics.median(e):.2f} s (median of {len(e)}; {split(ours)})")
+    print(floor_line(model, counts[args.warmup:], matmul_gflops(model)))
     print(f"TRL GRPOTrainer step ({m} optimizer step{'s' if m > 1 else ''} per generation batch): "
-          f"{statistics.median(trl_secs):.2f} s (median of {len(trl_secs)})")
+          f"{statistics.median(trl_secs):.2f} s (median of {len(trl_secs)}; generate {gen:.2f}, rewards and π_old "
+          f"{prep:.2f}, update {rest:.2f})")
     print(f"ratio entropy-lens / TRL: {statistics.median(ratios):.3f} (median of {len(ratios)} paired runs; "
           f"range {min(ratios):.3f}–{max(ratios):.3f}); ratio of medians "
           f"{statistics.median(e) / statistics.median(trl_secs):.3f}")

@@ -89,12 +89,14 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
   ``capture.scoring.score`` on the same tokens to float rounding (1e-5, tested), and the stored rollout
   statistics and the ratio's denominator are the same numbers;
 * the update's forward/backward runs on length buckets (``UPDATE_BUCKET_TOKENS``) instead of one batch
-  padded to its longest row: the same loss and gradient (tested), fewer padded tokens.  It stays fp32, which
-  makes it most of a step (1.3 s of 2.2 s, ``benchmarks/bench_train.py --vs-trl``, 1 thread; fp32 matmuls are
-  ~half of it).  bf16 autocast was measured and not used: on this box's AMX a [2048 × 128] @ [128 × 512]
-  matmul ran 8× faster in bf16, but the update's log-probs then differ from the fp32 sampling policy's by
-  6e-4 on average (p99 0.012, max 0.17, with the lm_head kept in fp32), so the first mini-batch's ratio is
-  no longer 1 and 1.3% of tokens start more than 1% off it; and CPUs without AMX gain little or lose;
+  padded to its longest row: the same loss and gradient (tested), fewer padded tokens.  It is most of a step
+  (1.12 s of 1.92 s; TRL's update alone 2.01 s: ``benchmarks/bench_train.py --vs-trl``, 1 thread) and is not
+  matmul-bound: its linear layers' fp32 floor is 0.49 s at the 150 GFLOP/s this box's matmuls reach (the
+  benchmark prints it); the rest is elementwise ops (RMSNorm, rotary, SiLU and their backward) and per-call
+  overhead.  Measured and not used (the bucketed forward + backward of the default batch, interleaved):
+  bf16 autocast is slower (1.26–1.56 s against 1.01–1.27 s fp32: AMX runs the matmuls 8× faster, the casts
+  cost more), and its log-probs differ from the fp32 sampling policy's (p99 0.012), so the on-policy ratio
+  would not start at 1; ``torch.compile``: see ``policy_gradient``;
 * dynamic sampling caps the rounds and then trains on a partly filled batch (verl raises instead);
 * the overlong penalty is scaled to our lengths (L_max = 64, L_buf = 16 instead of 8192 / 1024);
 * resuming restores model, optimizer, scheduler and RNG state from the latest checkpoint; all sampling
@@ -446,8 +448,12 @@ def policy_gradient(model, ids, targets, mask, old_logp, advantages, cfg: TrainC
     padded to the batch's longest: the same loss and gradient as one forward over the padded batch (tested),
     in fewer FLOPs.  Tried and dropped (1 thread, the default batch): running each group's shared prompt once
     and its 8 responses on the cached prompt was slower (1.9–2.4 s vs 1.1–1.7 s: masked attention, a bucket per
-    prompt length); ``torch.compile(model, dynamic=True)`` made it 1.0 s vs 1.3 s but took 100 s to compile,
-    more than a 90-step run saves."""
+    prompt length); the same prompt sharing on the model's layers in plain tensor calls (``capture.decoders``'
+    arithmetic, with autograd, one masked attention per bucket) saved 8% (a 64-row mini-batch, 10 interleaved
+    passes: median 0.24 s against 0.26 s; 20% fewer tokens, slower attention), the plain tensor calls alone
+    nothing (0.94–1.34 s against 0.93–1.14 s for the batch) — not worth a second forward to keep exact;
+    ``torch.compile(model, dynamic=True)`` runs it in 0.71–1.00 s against 0.96–1.28 s eager, but its first pass
+    takes ~55 s to compile (18 s from a warm inductor cache), about what a 90-step run's updates save."""
     # ids[i, :n_i] predicts every response token of row i: n_i = one past its last masked target.
     need = (mask.shape[1] - mask.flip(-1).argmax(-1)) * (mask.sum(-1) > 0)
     n_tok = float(mask.sum().clamp(min=1))

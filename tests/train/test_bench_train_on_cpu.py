@@ -23,6 +23,7 @@ def test_standalone_prints_the_step_split():
     text = run("--repeats", "1", "--minibatches", "2")
     assert "sampling (static):" in text and "update:" in text
     assert "RL step:" in text and "sample " in text and "other " in text
+    assert "fp32 matmul floor of the embedded step: sample " in text and "GFLOP/s measured" in text
 
 
 @pytest.mark.slow
@@ -31,3 +32,4 @@ def test_vs_trl_prints_a_paired_ratio():
     text = run("--vs-trl", "--repeats", "1", "--warmup", "0", "--minibatches", "2")
     assert "TRL GRPOTrainer step (2 optimizer steps per generation batch)" in text
     assert "ratio entropy-lens / TRL:" in text and "median of 1 paired runs" in text
+    assert "generate " in text and "rewards and π_old " in text and "fp32 matmul floor" in text
