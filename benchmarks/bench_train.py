@@ -22,8 +22,9 @@ checkpoint and every repeat is the same work.  The first ``--warmup`` pairs are 
 is the median over pairs of (embedded step / TRL step), each pair measured back to back.
 
 Both print the embedded step's fp32 matmul floor: the FLOPs of its linear layers on the tokens it sampled
-and updated (counted during the step), at the fp32 matmul rate measured on the model's own MLP shape — a
-lower bound on any fp32 step of the same work on this box (attention and elementwise ops left out).  With
+and updated (counted during the step), at the fp32 matmul rate measured on the model's own MLP shape in the same run — a
+lower bound on an fp32 step of the same work at that rate (attention and elementwise ops left out; on a shared
+VM the rate itself moves, 70–160 GFLOP/s on one thread of the 2-core box).  With
 ``--vs-trl`` TRL's step is split into ``generate`` (HF ``generate``), rewards and π_old (TRL's extra
 log-prob pass when M > 1) and the update (its M optimizer steps).
 
@@ -132,8 +133,8 @@ def matmul_gflops(model, repeats: int = 30) -> float:
 
 def floor_line(model, counts: list["StepTokens"], rate: float) -> str:
     """The step's fp32 matmul floor: its linear layers' FLOPs (2 per parameter per token forward, 6 forward +
-    backward; attention and every elementwise op left out) at the measured matmul rate — no fp32 step on this
-    box can be faster than this."""
+    backward; attention and every elementwise op left out) at the measured matmul rate: no fp32 step of this
+    work runs faster at that rate."""
     params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)  # lm_head is tied
     params += model.lm_head.weight.numel()
     sample = statistics.median(2 * params * (c.sampled + c.prefilled) for c in counts) / rate / 1e9
