@@ -157,6 +157,10 @@ class Qwen2Decoder:
     then logits = (rms(h) · w_norm) W_headᵀ.  ``rms(x) = x / sqrt(mean(x²) + ε)`` in fp32, as the model's
     RMSNorm; rope from the model's own ``rotary_emb`` (its ``inv_freq`` and scaling), tabulated once.  It
     reads the weights when built: build it after every update (``sample_with_stats`` builds one per call).
+
+    Measured and not used: a hand-written single-query attention (two batched matmuls and a softmax instead of
+    ``sdpa``, which is 29% of a sampling round here) drew the same tokens and took 0.63–0.83 s a round against
+    0.69–1.04 s (50 prompts × 8, 10 interleaved rounds, 1 thread): either way a step reads the whole cache.
     """
 
     def __init__(self, model, steps: int):

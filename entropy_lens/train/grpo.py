@@ -91,8 +91,8 @@ Simplifications relative to verl and the paper (paper-notes §5.2):
 * the update's forward/backward runs on length buckets (``UPDATE_BUCKET_TOKENS``) instead of one batch
   padded to its longest row: the same loss and gradient (tested), fewer padded tokens.  It is most of a step
   (1.12 s of 1.92 s; TRL's update alone 2.01 s: ``benchmarks/bench_train.py --vs-trl``, 1 thread) and is not
-  matmul-bound: its linear layers' fp32 floor is 0.49 s at the 150 GFLOP/s this box's matmuls reach (the
-  benchmark prints it); the rest is elementwise ops (RMSNorm, rotary, SiLU and their backward) and per-call
+  matmul-bound: its linear layers' fp32 floor is 0.49 s at the 150 GFLOP/s this box's matmuls reached in that
+  run (the benchmark prints both); the rest is elementwise ops (RMSNorm, rotary, SiLU and their backward) and per-call
   overhead.  Measured and not used (the bucketed forward + backward of the default batch, interleaved):
   bf16 autocast is slower (1.26–1.56 s against 1.01–1.27 s fp32: AMX runs the matmuls 8× faster, the casts
   cost more), and its log-probs differ from the fp32 sampling policy's (p99 0.012), so the on-policy ratio
