@@ -135,8 +135,9 @@ def floor_line(model, counts: list["StepTokens"], rate: float) -> str:
     """The step's fp32 matmul floor: its linear layers' FLOPs (2 per parameter per token forward, 6 forward +
     backward; attention and every elementwise op left out) at the measured matmul rate: no fp32 step of this
     work runs faster at that rate."""
-    params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)  # lm_head is tied
-    params += model.lm_head.weight.numel()
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    # every weight but the embedding (a lookup), and the lm_head once even when it is the embedding (tied)
+    params = sum(p.numel() for p in model.parameters() if p is not embed) + (head.numel() if head is embed else 0)
     sample = statistics.median(2 * params * (c.sampled + c.prefilled) for c in counts) / rate / 1e9
     update = statistics.median(6 * params * c.updated for c in counts) / rate / 1e9
     return (f"fp32 matmul floor of the embedded step: sample {sample:.2f} s + update {update:.2f} s = "

@@ -41,11 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from figures.draw_all import FIGURE_SCRIPTS  # noqa: F401  (the scripts make figures runs)
 from figures.figlib import seed_runs
 
 HERE = Path(__file__).resolve().parent
-
 
 
 def cli(*args: str) -> list[str]:

@@ -270,7 +270,7 @@ def trl_run_store(checkout: Path) -> None:
 def figure_scripts() -> list[str]:
     sys.path.insert(0, str(REPO))
     try:
-        from figures.make_all import FIGURE_SCRIPTS
+        from figures.draw_all import FIGURE_SCRIPTS
     finally:
         sys.path.remove(str(REPO))
     return list(FIGURE_SCRIPTS)

@@ -159,8 +159,8 @@ class Qwen2Decoder:
     reads the weights when built: build it after every update (``sample_with_stats`` builds one per call).
 
     Measured and not used: a hand-written single-query attention (two batched matmuls and a softmax instead of
-    ``sdpa``, which is 29% of a sampling round here) drew the same tokens and took 0.63–0.83 s a round against
-    0.69–1.04 s (50 prompts × 8, 10 interleaved rounds, 1 thread): either way a step reads the whole cache.
+    ``sdpa``, which is 29% of a sampling round here) drew the same tokens and took 0.64–0.83 s a round against
+    0.70–1.04 s (50 prompts × 8, 10 interleaved rounds, 1 thread): either way a step reads the whole cache.
     """
 
     def __init__(self, model, steps: int):

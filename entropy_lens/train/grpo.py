@@ -450,9 +450,9 @@ def policy_gradient(model, ids, targets, mask, old_logp, advantages, cfg: TrainC
     and its 8 responses on the cached prompt was slower (1.9–2.4 s vs 1.1–1.7 s: masked attention, a bucket per
     prompt length); the same prompt sharing on the model's layers in plain tensor calls (``capture.decoders``'
     arithmetic, with autograd, one masked attention per bucket) saved 8% (a 64-row mini-batch, 10 interleaved
-    passes: median 0.24 s against 0.26 s; 20% fewer tokens, slower attention), the plain tensor calls alone
+    passes: median 0.24 s against 0.26 s; 17% fewer tokens, slower attention), the plain tensor calls alone
     nothing (0.94–1.34 s against 0.93–1.14 s for the batch) — not worth a second forward to keep exact;
-    ``torch.compile(model, dynamic=True)`` runs it in 0.71–1.00 s against 0.96–1.28 s eager, but its first pass
+    ``torch.compile(model, dynamic=True)`` runs it in 0.71–1.04 s against 0.96–1.28 s eager, but its first pass
     takes ~55 s to compile (18 s from a warm inductor cache), about what a 90-step run's updates save."""
     # ids[i, :n_i] predicts every response token of row i: n_i = one past its last masked target.
     need = (mask.shape[1] - mask.flip(-1).argmax(-1)) * (mask.sum(-1) > 0)
